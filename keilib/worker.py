@@ -1,0 +1,121 @@
+"""Workers: one thread each, with a stop event and prompt, event-driven waits.
+
+The pattern every worker follows::
+
+    class MyReader(Worker):
+        PRODUCES = ("record_que",)          # queue arguments it puts into
+        CONSUMES = ()                        # queue arguments it takes from
+
+        def __init__(self, port, record_que=None, clock=None):
+            super().__init__(clock=clock)   # no I/O in a constructor
+            ...
+
+        def setup(self):                     # optional: runs in the thread
+            ...
+        def step(self):                      # called until stop is requested
+            line = self.port.readline()      # blocks at most ~1 s (port timeout)
+            ...
+            if self.wait(5):                 # sleep 5 s, or return True at once on stop
+                return
+        def cleanup(self):                   # optional: always runs, release resources
+            ...
+
+Rules: never ``time.sleep()`` -- sleep with ``self.wait(seconds)``; block on a
+queue with ``self.get(queue)`` (it wakes at least once a second to look at the
+stop event); every blocking read has a timeout of at most about 1 s.
+
+An exception escaping ``step()`` is logged once with its traceback and ends
+the thread; the launcher then builds a fresh instance and restarts it with
+backoff (see keilib.daemon).
+
+Workers written for keilog that override ``run()`` and test
+``self.stopEvent.is_set()`` keep working: ``stopEvent`` is the stop event.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any, Optional
+
+from keilib.clock import SYSTEM_CLOCK, Clock
+
+logger = logging.getLogger(__name__)
+
+# Longest single block on a queue or port: bounds how late a stop is noticed.
+POLL_SECONDS = 0.5
+
+
+class Worker(threading.Thread):
+    """Base class of every kei worker (see the module docstring)."""
+
+    PRODUCES: tuple = ()
+    CONSUMES: tuple = ()
+
+    def __init__(self, clock: Optional[Clock] = None, name: Optional[str] = None):
+        super().__init__(name=name or type(self).__name__, daemon=True)
+        self.clock = clock or SYSTEM_CLOCK
+        self._stopping = threading.Event()
+        # keilog's name for the stop event; subclasses written for it use it.
+        self.stopEvent = self._stopping
+        # Set by the launcher: signalled when run() ends (legacy run() overrides
+        # do not signal; the launcher also checks is_alive() every few seconds).
+        self.exit_event: Optional[threading.Event] = None
+        self.failure: Optional[BaseException] = None
+
+    # -- for subclasses -------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def wait(self, seconds: Optional[float]) -> bool:
+        """Sleep ``seconds`` on the worker's clock; True if stop was requested."""
+        return self.clock.wait(self._stopping, seconds)
+
+    def get(self, source: "queue.Queue[Any]", timeout: float = POLL_SECONDS) -> Any:
+        """Take one item from ``source``; None if none came within ``timeout``."""
+        try:
+            return source.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def setup(self) -> None:
+        """Runs first, in the worker's thread."""
+
+    def step(self) -> None:
+        """One unit of work; called until a stop is requested."""
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Runs last, in the worker's thread, even after an exception."""
+
+    # -- the thread -----------------------------------------------------
+    def run(self) -> None:
+        logger.info("%s started", self.name)
+        try:
+            self.setup()
+            while not self._stopping.is_set():
+                self.step()
+        except Exception as exc:  # noqa: BLE001 - the launcher restarts us
+            self.failure = exc
+            logger.exception("%s failed: %s", self.name, exc)
+        finally:
+            try:
+                self.cleanup()
+            except Exception:  # noqa: BLE001
+                logger.exception("%s: cleanup failed", self.name)
+            logger.info("%s stopped", self.name)
+            if self.exit_event is not None:
+                self.exit_event.set()
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop, without waiting."""
+        self._stopping.set()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask the worker to stop and wait up to ``timeout``; True if it ended."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+        return not self.is_alive()
