@@ -1,0 +1,56 @@
+import datetime
+
+import pytest
+from hypothesis import given, strategies as st
+
+from keilib.record import Record, format_value
+
+T = datetime.datetime(2019, 12, 1, 19, 12, 3)
+
+
+def test_raw_line_format_byte_for_byte():
+    assert Record(T, "A", "T1", 12.3, "0F").to_raw_line() == "2019/12/01 19:12:03,A,T1,12.3,0F"
+    assert Record(T, "BR", "E7", 1852).to_raw_line() == "2019/12/01 19:12:03,BR,E7,1852,x"
+    assert Record(T, "BR", "E0", 1314.0).to_raw_line() == "2019/12/01 19:12:03,BR,E0,1314.0,x"
+
+
+@pytest.mark.parametrize("value,text", [
+    (1.23456, "1.2346"), (-7.0, "-7.0"), (0.1, "0.1"), (3, "3"), (2.00004, "2.0"), (-1489, "-1489")])
+def test_values_rounded_to_four_places(value, text):
+    assert format_value(value) == text
+
+
+@pytest.mark.parametrize("bad", [
+    dict(unit=""), dict(unit="a,b"), dict(sensor="x y"), dict(data_id="\n"),
+    dict(value=float("nan")), dict(value=float("inf")), dict(value="12"), dict(value=True)])
+def test_invalid_records_are_refused(bad):
+    fields = dict(timestamp=T, unit="A", sensor="S", value=1.0, data_id="x")
+    fields.update(bad)
+    with pytest.raises((ValueError, TypeError)):
+        Record(**fields)
+
+
+ids = st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)
+
+
+@given(stamp=st.datetimes(min_value=datetime.datetime(2000, 1, 1), max_value=datetime.datetime(2099, 12, 31)),
+       unit=ids, sensor=ids, data_id=ids,
+       value=st.one_of(st.integers(-10**9, 10**9),
+                       st.floats(-1e9, 1e9, allow_nan=False).map(lambda v: round(v, 4))))
+def test_raw_line_round_trip(stamp, unit, sensor, data_id, value):
+    record = Record(stamp.replace(microsecond=0), unit, sensor, value, data_id)
+    again = Record.parse_raw_line(record.to_raw_line() + "\n")
+    assert again.to_raw_line() == record.to_raw_line()
+    assert again.value == pytest.approx(record.value)
+
+
+def test_legacy_list_gets_the_time_it_is_taken():
+    record = Record.from_legacy(["A", "T1", 21.5, "07"], T.replace(microsecond=123))
+    assert record == Record(T, "A", "T1", 21.5, "07")
+    assert Record.from_legacy(("A", "T1", "3"), T).to_raw_line() == "2019/12/01 19:12:03,A,T1,3.0,x"
+
+
+@pytest.mark.parametrize("bad", [["A", "T1"], "A,T1,1", ["A", "T1", "abc", "1"], ["A", "T 1", 1, "1"], None])
+def test_legacy_list_errors(bad):
+    with pytest.raises((ValueError, TypeError)):
+        Record.from_legacy(bad, T)

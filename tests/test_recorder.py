@@ -1,0 +1,227 @@
+"""FileRecorder against real files in a temporary directory, on a fake clock."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import queue
+import subprocess
+
+import pytest
+
+from keilib.record import Record
+from keilib.recorder import FileRecorder
+from support import read_text, wait_for
+
+D = datetime.datetime
+
+
+@pytest.fixture
+def rig(tmp_path, fake_clock):
+    record_que = queue.Queue(50)
+    upload_que = queue.Queue(50)
+    recorder = FileRecorder(record_que, fname_base="mylog", upload_que=upload_que,
+                            directory=str(tmp_path), clock=fake_clock, retry_seconds=5)
+    recorder.start()
+    yield record_que, upload_que, recorder, tmp_path
+    recorder.stop(5)
+
+
+def lines(path):
+    return read_text(path).splitlines()
+
+
+def test_raw_lines_byte_for_byte(rig):
+    record_que, _, _, tmp = rig
+    record_que.put(Record(D(2026, 5, 20, 14, 0, 1), "BR", "E7", 1852))
+    record_que.put(Record(D(2026, 5, 20, 14, 0, 2), "A", "T1", 12.34567, "0F"))
+    raw = tmp / "20260520-mylog.txt"
+    wait_for(lambda: len(lines(raw)) == 2)
+    assert raw.read_bytes() == (b"2026/05/20 14:00:01,BR,E7,1852,x\n"
+                                b"2026/05/20 14:00:02,A,T1,12.3457,0F\n")
+
+
+def test_ten_minute_average_written_when_window_closes(rig, fake_clock):
+    record_que, upload_que, recorder, tmp = rig
+    for second, value in ((0, 100), (30, 200), (59, 600)):
+        record_que.put(Record(D(2026, 5, 20, 14, 3, second), "BR", "E7", value))
+    record_que.put(Record(D(2026, 5, 20, 14, 5, 0), "A", "T1", 1.5))
+    record_que.put(Record(D(2026, 5, 20, 14, 6, 0), "A", "T1", 2.0))
+    wait_for(lambda: len(lines(tmp / "20260520-mylog.txt")) == 5)
+    summary = tmp / "sum20260520-mylog.txt"
+    assert not summary.exists()                     # window 14:00-14:09 still open
+    fake_clock.advance(10 * 60 + 31)                 # past 14:10 plus the grace
+    wait_for(summary.exists)
+    assert summary.read_text() == "2026/05/20 14:00,BR,E7,300.0\n2026/05/20 14:00,A,T1,1.75\n"
+    assert upload_que.get(timeout=2) == ["sum20260520-mylog.txt", summary.read_text()]
+    # the next window holds only what belongs to it; an empty window writes nothing
+    record_que.put(Record(D(2026, 5, 20, 14, 10, 40), "BR", "E7", 50))
+    fake_clock.advance(20 * 60)
+    wait_for(lambda: len(lines(summary)) == 3)
+    assert lines(summary)[2] == "2026/05/20 14:10,BR,E7,50.0"
+    assert upload_que.get(timeout=2)[1] == "2026/05/20 14:10,BR,E7,50.0\n"
+    assert upload_que.empty()
+
+
+def test_record_date_decides_the_file_across_midnight(tmp_path):
+    from keilib.clock import FakeClock
+    clock = FakeClock(D(2026, 5, 20, 23, 59, 50))
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="b", directory=str(tmp_path), clock=clock)
+    recorder.start()
+    try:
+        clock.advance(15)                           # now 00:00:05 the next day
+        record_que.put(Record(D(2026, 5, 20, 23, 59, 59), "BR", "E7", 7))
+        record_que.put(Record(D(2026, 5, 21, 0, 0, 4), "BR", "E7", 9))
+        wait_for(lambda: (tmp_path / "20260521-b.txt").exists())
+        clock.advance(10 * 60 + 30)                 # past 00:10 plus the grace
+        wait_for(lambda: (tmp_path / "sum20260521-b.txt").exists())
+    finally:
+        recorder.stop(5)
+    assert lines(tmp_path / "20260520-b.txt") == ["2026/05/20 23:59:59,BR,E7,7,x"]
+    assert lines(tmp_path / "20260521-b.txt") == ["2026/05/21 00:00:04,BR,E7,9,x"]
+    assert lines(tmp_path / "sum20260520-b.txt") == ["2026/05/20 23:50,BR,E7,7.0"]
+    assert lines(tmp_path / "sum20260521-b.txt") == ["2026/05/21 00:00,BR,E7,9.0"]
+
+
+def test_shutdown_writes_queue_and_open_window(tmp_path, fake_clock):
+    record_que = queue.Queue()
+    upload_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="s", upload_que=upload_que,
+                            directory=str(tmp_path), clock=fake_clock)
+    for i in range(20):
+        record_que.put(Record(D(2026, 5, 20, 14, 1, i), "U", "S", i))
+    recorder.start()
+    assert recorder.stop(5)
+    assert len(lines(tmp_path / "20260520-s.txt")) == 20
+    assert lines(tmp_path / "sum20260520-s.txt") == ["2026/05/20 14:00,U,S,9.5"]
+    assert upload_que.get_nowait() == ["sum20260520-s.txt", "2026/05/20 14:00,U,S,9.5\n"]
+
+
+def test_legacy_lists_are_stamped_when_taken(rig, fake_clock):
+    record_que, _, _, tmp = rig
+    record_que.put(["A", "T1", 21.5, "07"])
+    record_que.put(["A", "T1", "not a number", "08"])     # skipped with a warning
+    record_que.put(["B", "H", 40, "1"])
+    wait_for(lambda: len(lines(tmp / "20260520-mylog.txt")) == 2)
+    assert lines(tmp / "20260520-mylog.txt") == ["2026/05/20 14:00:00,A,T1,21.5,07",
+                                                 "2026/05/20 14:00:00,B,H,40,1"]
+
+
+def test_full_upload_queue_holds_blocks_and_loses_nothing(tmp_path, fake_clock):
+    record_que = queue.Queue()
+    upload_que = queue.Queue(1)
+    upload_que.put(["occupied", ""])
+    recorder = FileRecorder(record_que, fname_base="u", upload_que=upload_que,
+                            directory=str(tmp_path), clock=fake_clock)
+    recorder.start()
+    try:
+        for minute in (1, 11, 21):
+            record_que.put(Record(D(2026, 5, 20, 14, minute, 0), "U", "S", minute))
+        wait_for(lambda: len(lines(tmp_path / "20260520-u.txt")) == 3)
+        fake_clock.advance(40 * 60)
+        wait_for(lambda: len(lines(tmp_path / "sum20260520-u.txt")) == 3)
+        assert recorder.is_alive()
+        got = [upload_que.get(timeout=2) for _ in range(4)]
+    finally:
+        recorder.stop(5)
+    assert [g[1] for g in got[1:]] == ["2026/05/20 14:00,U,S,1.0\n", "2026/05/20 14:10,U,S,11.0\n",
+                                       "2026/05/20 14:20,U,S,21.0\n"]
+
+
+def _mount(*args):
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 64 KiB tmpfs (root can mount; CI runs as root), else a plain directory."""
+    directory = tmp_path / "fs"
+    directory.mkdir()
+    mounted = os.geteuid() == 0 and _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)).returncode == 0
+    yield directory, mounted
+    if mounted:
+        _mount("-o", "remount,rw", str(directory))
+        subprocess.run(["umount", str(directory)], check=False)
+
+
+def test_read_only_directory_loses_nothing(small_fs, fake_clock, caplog):
+    directory, mounted = small_fs
+    if mounted:    # EROFS, as on a card the kernel switched to read-only
+        block = lambda d: _mount("-o", "remount,ro", str(d))          # noqa: E731
+        unblock = lambda d: _mount("-o", "remount,rw", str(d))        # noqa: E731
+    else:          # EACCES, for a developer not running as root
+        block = lambda d: os.chmod(d, 0o500)                         # noqa: E731
+        unblock = lambda d: os.chmod(d, 0o700)                       # noqa: E731
+    _unwritable_then_writable(directory, fake_clock, block, unblock)
+    assert "cannot write" in caplog.text
+
+
+def test_full_disk_loses_nothing(small_fs, fake_clock, caplog):
+    directory, mounted = small_fs
+    if not mounted:
+        pytest.skip("needs root to mount a small tmpfs")
+    filler = directory / "filler"
+
+    def block(d):
+        try:
+            with open(filler, "wb") as handle:
+                while True:
+                    handle.write(b"x" * 4096)
+                    handle.flush()
+        except OSError:
+            pass
+
+    _unwritable_then_writable(directory, fake_clock, block, lambda d: filler.unlink())
+    assert "No space left" in caplog.text
+
+
+def test_unwritable_file_loses_nothing_once_writable_again(tmp_path, fake_clock, caplog):
+    """The raw file's path is blocked (as by a full or read-only disk); data is held and retried."""
+    blocker = tmp_path / "20260520-w.txt"
+
+    def block(directory):
+        blocker.mkdir()          # open(..., 'a') now fails with IsADirectoryError (an OSError)
+
+    def unblock(directory):
+        blocker.rmdir()
+
+    _unwritable_then_writable(tmp_path, fake_clock, block, unblock)
+    assert "cannot write" in caplog.text
+
+
+def _unwritable_then_writable(directory, clock, block, unblock):
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="w", directory=str(directory), clock=clock,
+                            retry_seconds=5)
+    block(directory)
+    recorder.start()
+    try:
+        for i in range(5):
+            record_que.put(Record(D(2026, 5, 20, 14, 0, i), "U", "S", i))
+        wait_for(lambda: record_que.empty() and len(recorder.pending) == 5)
+        assert recorder.is_alive()
+        unblock(directory)
+        clock.advance(6)
+        wait_for(lambda: len(lines(directory / "20260520-w.txt")) == 5)
+        assert recorder.is_alive()
+    finally:
+        recorder.stop(5)
+    assert lines(directory / "20260520-w.txt") == ["2026/05/20 14:00:0%d,U,S,%d,x" % (i, i) for i in range(5)]
+
+
+def test_late_reading_is_raw_only(rig, fake_clock):
+    record_que, _, _, tmp = rig
+    record_que.put(Record(D(2026, 5, 20, 14, 2, 0), "U", "S", 1))
+    wait_for(lambda: lines(tmp / "20260520-mylog.txt"))
+    fake_clock.advance(11 * 60)
+    wait_for(lambda: (tmp / "sum20260520-mylog.txt").exists())
+    record_que.put(Record(D(2026, 5, 20, 14, 3, 0), "U", "S", 99))     # its window is written
+    wait_for(lambda: len(lines(tmp / "20260520-mylog.txt")) == 2)
+    fake_clock.advance(20 * 60)
+    assert lines(tmp / "sum20260520-mylog.txt") == ["2026/05/20 14:00,U,S,1.0"]
+
+
+def test_bad_fname_base_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        FileRecorder(queue.Queue(), fname_base="a/b", directory=str(tmp_path))
