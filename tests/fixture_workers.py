@@ -1,0 +1,99 @@
+"""Small workers used by the launcher tests' configs (imported by kei.py subprocesses)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from keilib.record import Record
+from keilib.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+class CountingReader(Worker):
+    """Puts ``count`` Records (value 0, 1, 2, ...) on record_que, then idles.
+
+    With ``legacy=True`` it puts keilog-style lists instead of Records.
+    """
+
+    PRODUCES = ("record_que",)
+
+    def __init__(self, record_que, count=10, unit="T", sensor="S1", legacy=False, clock=None):
+        super().__init__(clock=clock)
+        self.record_que = record_que
+        self.count = count
+        self.unit = unit
+        self.sensor = sensor
+        self.legacy = legacy
+        self.sent = 0
+
+    def step(self):
+        if self.sent < self.count:
+            if self.legacy:
+                item = [self.unit, self.sensor, self.sent, str(self.sent)]
+            else:
+                item = Record(self.clock.now().replace(microsecond=0), self.unit, self.sensor,
+                              self.sent, str(self.sent))
+            self.record_que.put(item)
+            self.sent += 1
+            if self.sent == self.count:
+                logger.info("CountingReader: all %d readings queued", self.count)
+        else:
+            logger.debug("CountingReader idle")
+            self.wait(0.2)
+
+
+class FailingWorker(Worker):
+    """Raises after ``delay`` seconds, every time it is started."""
+
+    def __init__(self, delay=0.0, marker=None):
+        super().__init__()
+        self.delay = delay
+        self.marker = marker
+
+    def step(self):
+        if self.wait(self.delay):
+            return
+        if self.marker:
+            with open(self.marker, "a") as handle:
+                handle.write("start\n")
+        raise RuntimeError("deliberate failure for the test")
+
+
+class SlowSink(Worker):
+    """Consumes a queue slowly; used to show that a stop drains what was queued."""
+
+    CONSUMES = ("in_que",)
+
+    def __init__(self, in_que, path):
+        super().__init__()
+        self.in_que = in_que
+        self.path = path
+
+    def step(self):
+        item = self.get(self.in_que)
+        if item is not None:
+            with open(self.path, "a") as handle:
+                handle.write("%r\n" % (item,))
+
+    def cleanup(self):
+        while not self.in_que.empty():
+            with open(self.path, "a") as handle:
+                handle.write("%r\n" % (self.in_que.get_nowait(),))
+
+
+class EnvPrinter(Worker):
+    """Writes its pid so a test can find the process; does nothing else."""
+
+    def __init__(self, path=None):
+        super().__init__()
+        self.path = path
+
+    def setup(self):
+        if self.path:
+            with open(self.path, "w") as handle:
+                handle.write(str(os.getpid()))
+
+    def step(self):
+        self.wait(1.0)
