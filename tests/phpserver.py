@@ -1,0 +1,139 @@
+"""A real PHP built-in web server for tests: ``php -S 127.0.0.1:<port> -t <dir>``.
+
+    server = PhpServer(docroot, env={"KEI_DATA_DIR": "/tmp/x"}, workers=4)
+    server.start()              # picks a free port, returns once it accepts
+    requests.post(server.url("upload.php"), data=...)
+    server.stop()               # the port stays reserved for this object
+    server.start()              # same port again: clients keep their URL
+
+``workers`` > 1 sets PHP_CLI_SERVER_WORKERS so that requests really run in
+parallel processes (needed to exercise the endpoint's locking).  The server's
+request log goes to ``server.log_path``.
+
+The ``php_server_factory`` fixture builds servers and stops them after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from support import wait_for
+
+PHP = shutil.which("php")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class PhpServer:
+    def __init__(self, docroot, env: Optional[Dict[str, str]] = None,
+                 port: Optional[int] = None, workers: int = 1):
+        if PHP is None:
+            raise RuntimeError("php not found: install php-cli (apt-get install php-cli)")
+        self.docroot = Path(docroot)
+        self.env = dict(env or {})
+        self.port = port or free_port()
+        self.workers = workers
+        self.log_path = Path(tempfile.mkstemp(prefix="php-server-", suffix=".log")[1])
+        self.process: Optional[subprocess.Popen] = None
+
+    def url(self, path: str = "") -> str:
+        return "http://127.0.0.1:%d/%s" % (self.port, path.lstrip("/"))
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> "PhpServer":
+        if self.running:
+            return self
+        env = dict(os.environ)
+        env.update(self.env)
+        env.pop("PHP_CLI_SERVER_WORKERS", None)
+        if self.workers > 1:
+            env["PHP_CLI_SERVER_WORKERS"] = str(self.workers)
+        with open(self.log_path, "ab") as log:
+            # Own process group: the worker processes are children of the
+            # first one and must be stopped with it.
+            self.process = subprocess.Popen(
+                [PHP, "-S", "127.0.0.1:%d" % self.port, "-t", str(self.docroot)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError("php -S exited with %s: %s" % (
+                    self.process.returncode, self.log_path.read_text()[-2000:]))
+            return accepts(self.port)
+
+        wait_for(up, timeout=timeout, message="php -S on port %d" % self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        # The workers (same group) may outlive the parent for a moment.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process = None
+        wait_for(lambda: not accepts(self.port), timeout=5, message="port %d closed" % self.port)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        self.stop()
+        try:
+            self.log_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "PhpServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@pytest.fixture
+def php_server_factory():
+    """``make(docroot, env=..., workers=...)`` -> a started PhpServer, stopped after the test."""
+    servers: List[PhpServer] = []
+
+    def make(docroot, env=None, workers=1, port=None) -> PhpServer:
+        server = PhpServer(docroot, env=env, workers=workers, port=port)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.close()

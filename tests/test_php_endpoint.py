@@ -1,0 +1,237 @@
+"""php/upload.php against a real ``php -S`` with parallel worker processes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from phpserver import php_server_factory  # noqa: F401 - fixture
+from support import REPO, wait_for
+
+KEY = "test-key-0123456789abcdef"
+PHP_DIR = REPO / "php"
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+def server_env(data_dir: Path, **settings: str) -> dict:
+    env = {"KEI_DATA_DIR": str(data_dir), "KEI_UPLOAD_KEY": KEY,
+           "KEI_MIN_INTERVAL": "0", "KEI_MAX_BYTES": "1000"}
+    env.update(settings)
+    return env
+
+
+@pytest.fixture
+def endpoint(php_server_factory, data_dir):  # noqa: F811
+    server = php_server_factory(PHP_DIR, env=server_env(data_dir), workers=4)
+    return server.url("upload.php")
+
+
+def post(url, **fields):
+    form = {"type": "text", "key": KEY, "fname": "x.txt", "data": "a\n"}
+    form.update(fields)
+    form = {name: value for name, value in form.items() if value is not None}
+    return requests.post(url, data=form, timeout=10)
+
+
+def user_files(data_dir: Path) -> dict:
+    """The uploaded files (not the endpoint's own dot files) and their bytes."""
+    return {p.name: p.read_bytes() for p in data_dir.iterdir() if not p.name.startswith(".")}
+
+
+def php_dir_listing():
+    return sorted(str(p.relative_to(PHP_DIR)) for p in PHP_DIR.rglob("*"))
+
+
+def test_ok_appends_exactly_the_bytes_sent(endpoint, data_dir):
+    first = "2026/11/23 10:00,BR,E7,312.5\n"
+    second = "2026/11/23 10:10,温度,T1,21.25\r\n"   # UTF-8 and CRLF kept as sent
+    answer = post(endpoint, fname="sum20261123-log.txt", data=first)
+    assert (answer.status_code, answer.text) == (200, "OK.")
+    assert post(endpoint, fname="sum20261123-log.txt", data=second).text == "OK."
+    assert post(endpoint, fname="b.csv", data="1,2\n").text == "OK."
+    assert user_files(data_dir) == {"sum20261123-log.txt": (first + second).encode(),
+                                    "b.csv": b"1,2\n"}
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_only_post_is_accepted(endpoint, data_dir, method):
+    answer = requests.request(method, endpoint, data={"type": "text", "key": KEY,
+                                                      "fname": "x.txt", "data": "a"}, timeout=10)
+    assert answer.status_code == 405
+    assert answer.text.startswith("Error:")
+    assert answer.headers["Allow"] == "POST"
+    assert user_files(data_dir) == {}
+
+
+@pytest.mark.parametrize("key", ["wrong", "", KEY[:-1], KEY + "x", None])
+def test_bad_key_is_403(endpoint, data_dir, key):
+    answer = post(endpoint, key=key)
+    assert answer.status_code == 403
+    assert answer.text == "Error: bad key"
+    assert user_files(data_dir) == {}
+
+
+def test_no_configured_key_refuses_everything_with_503(php_server_factory, data_dir):  # noqa: F811
+    server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_UPLOAD_KEY=""))
+    for key in ("", "anything"):
+        answer = post(server.url("upload.php"), key=key)
+        assert answer.status_code == 503
+        assert answer.text.startswith("Error:")
+    assert user_files(data_dir) == {}
+
+
+@pytest.mark.parametrize("fname", [
+    "../x.txt", "a/b.txt", "a\\b.txt", "/etc/passwd.txt", "..", ".txt",
+    "x.php", "x.txt.php", "x.php.txt", "x.phtml", "x.phar.csv", "upload.php", "config.php",
+    ".htaccess", ".x.txt.ids", "x", "x.", "x..txt", "x.TXT", "x.txt\n", "x.txt\x00.php",
+    " x.txt", "x.txt ", "x y.txt", "%2e%2e/x.txt", "x" * 97 + ".txt", "",
+])
+def test_bad_file_names_are_400_and_write_nothing(endpoint, data_dir, fname):
+    before = php_dir_listing()
+    answer = post(endpoint, fname=fname)
+    assert answer.status_code == 400, (fname, answer.text)
+    assert answer.text.startswith("Error: ")
+    assert user_files(data_dir) == {}
+    assert not list(data_dir.parent.glob("*.txt"))          # nothing beside data_dir
+    assert php_dir_listing() == before                      # no file appeared in php/
+
+
+@pytest.mark.parametrize("fname", ["x.txt", "sum20261123-my_log.txt", "a.b.c.csv",
+                                   "x" * 96 + ".txt", "-_.txt"])
+def test_good_file_names_are_accepted(endpoint, data_dir, fname):
+    assert post(endpoint, fname=fname).text == "OK."
+    assert user_files(data_dir) == {fname: b"a\n"}
+
+
+@pytest.mark.parametrize("fields", [{"type": None}, {"type": "binary"}, {"data": ""},
+                                    {"data": None}, {"id": "has space"}, {"id": "x" * 65},
+                                    {"id": "a/b"}])
+def test_other_bad_fields_are_400(endpoint, data_dir, fields):
+    answer = post(endpoint, **fields)
+    assert answer.status_code == 400, answer.text
+    assert user_files(data_dir) == {}
+
+
+def test_data_size_limit_is_413(endpoint, data_dir):
+    answer = post(endpoint, data="x" * 1001)
+    assert answer.status_code == 413
+    assert answer.text == "Error: data larger than 1000 bytes"
+    assert user_files(data_dir) == {}
+    # The limit counts bytes, not characters: 334 three-byte characters.
+    assert post(endpoint, data="あ" * 334).status_code == 413
+    assert post(endpoint, data="x" * 1000).text == "OK."
+    assert user_files(data_dir) == {"x.txt": b"x" * 1000}
+
+
+def test_rate_limit_answers_429_with_retry_after_then_accepts(php_server_factory, data_dir):  # noqa: F811
+    server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_MIN_INTERVAL="0.4"))
+    url = server.url("upload.php")
+    assert post(url, data="1\n").text == "OK."
+    answer = post(url, data="2\n")
+    assert answer.status_code == 429
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.text.startswith("Error: too many uploads")
+    assert user_files(data_dir) == {"x.txt": b"1\n"}
+    wait_for(lambda: post(url, data="2\n").status_code == 200, timeout=5,
+             message="upload accepted after the interval")
+    assert user_files(data_dir)["x.txt"].startswith(b"1\n")
+    assert user_files(data_dir)["x.txt"].endswith(b"2\n")
+
+
+def test_a_known_id_answers_ok_without_appending(endpoint, data_dir):
+    assert post(endpoint, data="one\n", id="batch-1").text == "OK."
+    assert post(endpoint, data="one\n", id="batch-1").text == "OK."
+    assert post(endpoint, data="two\n", id="batch-2").text == "OK."
+    assert post(endpoint, data="one\n", id="batch-1").text == "OK."
+    # The same id for another file is another batch.
+    assert post(endpoint, fname="y.txt", data="one\n", id="batch-1").text == "OK."
+    # Old clients send no id: no de-duplication for them.
+    assert post(endpoint, data="old\n").text == "OK."
+    assert post(endpoint, data="old\n").text == "OK."
+    assert user_files(data_dir) == {"x.txt": b"one\ntwo\nold\nold\n", "y.txt": b"one\n"}
+
+
+def test_a_known_id_is_ok_even_inside_the_rate_limit(php_server_factory, data_dir):  # noqa: F811
+    server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_MIN_INTERVAL="30"))
+    url = server.url("upload.php")
+    assert post(url, data="one\n", id="b1").text == "OK."
+    assert post(url, data="one\n", id="b1").text == "OK."     # retry: no 429
+    assert post(url, data="two\n", id="b2").status_code == 429
+    assert user_files(data_dir) == {"x.txt": b"one\n"}
+
+
+def test_id_store_is_bounded_and_keeps_the_newest(php_server_factory, data_dir):  # noqa: F811
+    server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_IDS_KEEP="5"))
+    url = server.url("upload.php")
+    for number in range(23):
+        assert post(url, data="%d\n" % number, id="id%d" % number).text == "OK."
+    ids = (data_dir / ".x.txt.ids").read_text().split()
+    assert 5 <= len(ids) < 10
+    assert ids[-1] == "id22"
+    assert post(url, data="22\n", id="id22").text == "OK."      # still de-duplicated
+    assert user_files(data_dir)["x.txt"] == "".join("%d\n" % n for n in range(23)).encode()
+
+
+def run_threads(count, target):
+    errors = []
+
+    def guarded(number):
+        try:
+            target(number)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+
+
+def test_concurrent_uploads_never_interleave_lines(endpoint, data_dir):
+    # Each upload is 10 lines of 89 bytes: interleaving would break a line.
+    def upload(thread):
+        for batch in range(5):
+            text = "".join("t%02d b%d l%d %s\n" % (thread, batch, line, "x" * 78)
+                           for line in range(10))
+            answer = post(endpoint, data=text, id="t%d-b%d" % (thread, batch))
+            assert answer.text == "OK.", answer.text
+
+    run_threads(20, upload)
+    lines = user_files(data_dir)["x.txt"].decode().splitlines()
+    assert len(lines) == 20 * 5 * 10
+    assert all(len(line) == 88 and line.endswith("x" * 78) for line in lines)
+    # Each upload's 10 lines are contiguous and in order.
+    for start in range(0, len(lines), 10):
+        head = lines[start].split()[:2]
+        assert [line.split()[:3] for line in lines[start:start + 10]] == \
+            [head + ["l%d" % n] for n in range(10)]
+
+
+def test_concurrent_resends_of_one_batch_append_once(endpoint, data_dir):
+    for round_number in range(5):
+        batch_id = "same-%d" % round_number
+        run_threads(20, lambda _: post(endpoint, data="%s\n" % batch_id, id=batch_id))
+    assert user_files(data_dir)["x.txt"] == b"".join(b"same-%d\n" % n for n in range(5))
+
+
+def test_data_directory_ships_with_deny_all_rules():
+    rules = (PHP_DIR / "data" / ".htaccess").read_text()
+    assert "Require all denied" in rules
+    assert "Deny from all" in rules
+    assert "config.php" in (PHP_DIR / ".htaccess").read_text()
+
+
+def test_config_php_prints_nothing(endpoint):
+    answer = requests.get(endpoint.replace("upload.php", "config.php"), timeout=10)
+    assert answer.text == ""
