@@ -1,0 +1,1 @@
+"""The simulator: an emulated Wi-SUN module with a smart meter, and serial sensors."""
