@@ -24,7 +24,9 @@ readings whatever order the questions come in:
   decreases except at that wrap, and the history (E2/E4/EA/EB/EC) is the
   same function read at half-hour boundaries;
 * the counters are anchored at ``start`` (default: the first ``now`` the
-  meter sees) where E0 = ``start_kwh`` and E3 = ``start_reverse_kwh``;
+  meter sees) where E0 = ``start_kwh`` and E3 = ``start_reverse_kwh``; times
+  before the anchor run the integral backwards, so a small start value read
+  far enough back wraps below 0 to 10**digits - 1, like any wrap;
 * currents (E8) are power / 100 V in 0.1 A steps, split between R and T
   (single-phase 3-wire), or R only with T = "no data" when ``two_wire=True``.
 
@@ -107,7 +109,7 @@ class SmartMeter:
 
     def __init__(self, seed: int = 1, reverse: bool = False, coefficient: Optional[int] = 1,
                  unit_code: int = 0x01, digits: int = 6, start_kwh: float = 1314.0,
-                 start_reverse_kwh: float = 0.0, start: Optional[datetime.datetime] = None,
+                 start_reverse_kwh: float = 500.0, start: Optional[datetime.datetime] = None,
                  two_wire: bool = False, solar_peak_w: int = 3000, infc: bool = False,
                  maker_code: int = 0x000016, serial_number: Optional[str] = None,
                  overrides: Optional[Dict[int, bytes]] = None, served_maxlen: int = 1000):
