@@ -1,1 +1,23 @@
-"""The simulator: an emulated Wi-SUN module with a smart meter, and serial sensors."""
+"""The simulator: emulated devices behind a pty or a pyserial URL.
+
+* ``keilib.sim.wisun``: an SKSTACK-IP Wi-SUN module (RL7023 IPS/DSS, BP35A1,
+  BP35C0/C2) joined to a simulated smart meter (``keilib.sim.meter``).
+* ``keilib.sim.transport``: the device interface (attach/receive/reset/close),
+  the ``Scheduler`` devices use for delayed output, and ``PtyTransport``.
+* ``keilib.sim.protocol_sim``: the ``sim://`` pyserial URL handler, e.g.
+  ``serial.serial_for_url('sim://wisun?kind=ips&scale=60&name=x')``.
+* ``python3 -m keilib.sim wisun --kind ips`` serves a module on a pty and
+  prints its path.
+
+Call ``register_url_handler()`` once before opening ``sim://`` URLs.
+"""
+
+from __future__ import annotations
+
+
+def register_url_handler() -> None:
+    """Make ``serial.serial_for_url('sim://...')`` work; safe to call repeatedly."""
+    import serial
+
+    if "keilib.sim" not in serial.protocol_handler_packages:
+        serial.protocol_handler_packages.append("keilib.sim")

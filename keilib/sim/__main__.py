@@ -1,0 +1,82 @@
+"""Serve a simulated device on a pseudo-terminal.
+
+    python3 -m keilib.sim wisun --kind ips [--id ID --password PWD --scale N --seed N]
+                                [--latency realistic|zero] [--link PATH] [--option K=V ...]
+
+The first line on stdout is the pty's slave path (flushed at once), so a
+script can read it and point kei (or any client) at it.  Serves until SIGINT
+or SIGTERM.  Each device is a subcommand built from a row of SUBCOMMANDS: its
+module's ``from_options()`` receives the options as strings, exactly as from
+a ``sim://`` URL, so both front ends accept the same names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from typing import Dict, List, Optional
+
+from keilib.sim.transport import PtyTransport
+
+# subcommand -> (device module, {flag: option name}); other options via --option K=V
+SUBCOMMANDS: Dict[str, tuple] = {
+    "wisun": ("keilib.sim.wisun", {"--kind": "kind", "--id": "id", "--password": "password",
+                                   "--scale": "scale", "--seed": "seed", "--latency": "latency"}),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m keilib.sim",
+                                     description="Serve a simulated device on a pty.")
+    sub = parser.add_subparsers(dest="device", required=True)
+    for name, (module_name, flags) in SUBCOMMANDS.items():
+        grammar = getattr(importlib.import_module(module_name), "URL_GRAMMAR", "")
+        cmd = sub.add_parser(name, help="simulated %s" % name,
+                             epilog="--option accepts every option of: %s" % grammar)
+        for flag, option in flags.items():
+            cmd.add_argument(flag, dest="opt_" + option, metavar=option.upper())
+        cmd.add_argument("--link", help="also make this symlink to the pty (like /dev/serial/by-id)")
+        cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="any other device option, e.g. --option scan_min=6")
+        cmd.add_argument("--verbose", action="store_true", help="log to stderr")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    module_name, flags = SUBCOMMANDS[args.device]
+    options = {option: getattr(args, "opt_" + option) for option in flags.values()
+               if getattr(args, "opt_" + option) is not None}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error("--option needs KEY=VALUE, got %r" % item)
+        options[key] = value
+    try:
+        device = importlib.import_module(module_name).from_options(options)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    stop = threading.Event()
+    # Handlers only record (the main thread acts on the flag).
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    transport = PtyTransport(device, link_path=args.link)
+    try:
+        print(transport.slave_path, flush=True)
+        while not stop.wait(3600):
+            pass
+    finally:
+        transport.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
