@@ -331,8 +331,8 @@ def test_infc_mode_and_its_acknowledgement():
 
 def test_energy_is_the_exact_integral_of_power():
     meter = SmartMeter(seed=11, reverse=True)
-    start = datetime.datetime(2024, 6, 1, 9, 0, 3)
-    end = start + datetime.timedelta(hours=2, seconds=17)
+    start = datetime.datetime(2024, 6, 1, 0, 0, 3)
+    end = start + datetime.timedelta(hours=25, seconds=17)   # night, dawn (mixed signs), export, evening
     pos = neg = 0
     stamp = start
     while stamp < end:

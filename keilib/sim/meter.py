@@ -79,6 +79,7 @@ _ONE_SECOND = datetime.timedelta(seconds=1)
 _HALF_HOUR = datetime.timedelta(minutes=30)
 # A clock that jumps far ahead must not flood the link with stale notices.
 MAX_NOTIFICATION_BACKLOG = 48
+_JITTER_BITS = 5   # jitter amplitude 0..31 W
 
 # The Release F meter's maps (echonet.md section 4.3), E3/E4/EB only with reverse.
 _REVERSE_EPCS = (0xE3, 0xE4, 0xEB)
@@ -186,43 +187,65 @@ class SmartMeter:
 
     # ------------------------------------------------------------ the load model
 
+    def _plan(self, bucket: int) -> Tuple[int, List[Tuple[int, int, int]], int, float]:
+        """One half hour's ingredients: (level W, bursts [(first, end, W)], jitter bits, R share).
+
+        ``level`` is the base load minus the solar output; every draw comes from
+        a Random seeded with (seed, bucket), in a fixed order.
+        """
+        rng = random.Random((self.seed << 40) ^ (bucket & 0xFFFFFFFFFF))
+        hour = (bucket % 48) / 2 + 0.25
+        shape = (450 * math.exp(-((hour - 7.0) ** 2) / 1.5)
+                 + 250 * math.exp(-((hour - 12.5) ** 2) / 2.0)
+                 + 900 * math.exp(-((hour - 19.5) ** 2) / 3.0))
+        level = self._standby_w + int(shape * (0.7 + 0.6 * rng.random()))
+        # Appliances (kettle, microwave, dryer...): more often when people are up.
+        activity = 0.4 if hour < 6 or hour > 23 else 1.0
+        bursts = []
+        for _ in range(int(rng.random() * 3.5 * activity)):
+            watts = 300 + int(rng.random() * 1200)
+            first = int(rng.random() * STEPS_PER_BUCKET)
+            length = 3 + int(rng.random() * 60)
+            bursts.append((first, min(first + length, STEPS_PER_BUCKET), watts))
+        clouds = 0.55 + 0.45 * rng.random()
+        if self.reverse and 6.0 < hour < 18.0:
+            level -= int(self.solar_peak_w * math.sin(math.pi * (hour - 6.0) / 12.0) * clouds)
+        r_share = 0.45 + 0.2 * rng.random()
+        return level, bursts, rng.getrandbits(_JITTER_BITS * STEPS_PER_BUCKET // 2), r_share
+
     def _profile(self, bucket: int) -> Tuple[List[int], float]:
         """Net watts for each 10-second step of one half hour, and the R share."""
         cached = self._profiles.get(bucket)
         if cached is not None:
             self._profiles.move_to_end(bucket)
             return cached
-        rng = random.Random((self.seed << 40) ^ (bucket & 0xFFFFFFFFFF))
-        hour = (bucket % 48) / 2 + 0.25
-        shape = (450 * math.exp(-((hour - 7.0) ** 2) / 1.5)
-                 + 250 * math.exp(-((hour - 12.5) ** 2) / 2.0)
-                 + 900 * math.exp(-((hour - 19.5) ** 2) / 3.0))
-        base = self._standby_w + int(shape * (0.7 + 0.6 * rng.random()))
-        steps = [base] * STEPS_PER_BUCKET
-        # Appliances (kettle, microwave, dryer...): more often when people are up.
-        activity = 0.4 if hour < 6 or hour > 23 else 1.0
-        for _ in range(int(rng.random() * 3.5 * activity)):
-            watts = 300 + int(rng.random() * 1200)
-            first = int(rng.random() * STEPS_PER_BUCKET)
-            length = 3 + int(rng.random() * 60)
-            for index in range(first, min(first + length, STEPS_PER_BUCKET)):
+        level, bursts, jitter, r_share = self._plan(bucket)
+        steps = [level] * STEPS_PER_BUCKET
+        for first, end, watts in bursts:
+            for index in range(first, end):
                 steps[index] += watts
-        # Jitter in +a/-a pairs: visible in E7, invisible in the half-hour sums.
+        # Jitter in +a/-a pairs: visible in E7, cancelled in every 20 s.
+        mask = (1 << _JITTER_BITS) - 1
         for pair in range(STEPS_PER_BUCKET // 2):
-            amplitude = int(rng.random() * 40)
+            amplitude = (jitter >> (_JITTER_BITS * pair)) & mask
             steps[2 * pair] += amplitude
             steps[2 * pair + 1] -= amplitude
-        if self.reverse and 6.0 < hour < 18.0:
-            clouds = 0.55 + 0.45 * rng.random()
-            solar = int(self.solar_peak_w * math.sin(math.pi * (hour - 6.0) / 12.0) * clouds)
-            steps = [watts - solar for watts in steps]
-        result = (steps, 0.45 + 0.2 * rng.random())
+        result = (steps, r_share)
         self._profiles[bucket] = result
         if len(self._profiles) > 64:
             self._profiles.popitem(last=False)
         return result
 
     def _bucket_ws(self, bucket: int) -> Tuple[int, int]:
+        """Ws (forward, reverse) of one whole half hour."""
+        level, bursts, _, _ = self._plan(bucket)
+        burst_total = sum((end - first) * watts for first, end, watts in bursts)
+        jitter_max = 1 << _JITTER_BITS
+        # Shortcut, exact when no step can change sign: the jitter cancels in pairs.
+        if level - jitter_max > 0:
+            return (level * STEPS_PER_BUCKET + burst_total) * STEP_SECONDS, 0
+        if level + sum(watts for _, _, watts in bursts) + jitter_max < 0:
+            return 0, -(level * STEPS_PER_BUCKET + burst_total) * STEP_SECONDS
         steps = self._profile(bucket)[0]
         return (sum(w for w in steps if w > 0) * STEP_SECONDS,
                 -sum(w for w in steps if w < 0) * STEP_SECONDS)
