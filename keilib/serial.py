@@ -1,0 +1,476 @@
+"""Sensors on serial ports: one text line per reading (Arduino, TWELite, XBee).
+
+Wire format (one reading per line, ASCII, LF or CRLF terminated)::
+
+    UNITID,SENSORID,VALUE[,DATAID]<LF>
+    e.g.  ar1,temp,23.25,117\\r\\n
+          ar1,hum,41\\n
+
+* ``UNITID``, ``SENSORID``, ``DATAID``: one or more letters, digits, ``-``
+  or ``_``.  Spaces or tabs around a field are ignored.
+* ``VALUE``: a finite decimal number (``-3``, ``23.25``, ``1.5e3``); an
+  integer stays an integer in the files.  ``nan``, ``inf``, hex and empty
+  values are rejected.
+* ``DATAID`` (optional): lets the reader drop a line a radio link resent.
+  Without it every line is a reading and the record's data id is ``x``.
+
+Anything else -- missing or extra fields, a bad id, a bad number, bytes that
+are not UTF-8, a line longer than ``LINE_LIMIT`` bytes without a newline -- is
+logged once (WARNING, with the port and the offending text, truncated and
+repr-escaped) and skipped; the next line is read normally.  Blank lines are
+ignored silently.
+
+What ``SerialReader`` does with each valid line, in order:
+
+1. **Duplicates**: a line with a DATAID whose ``(unit, sensor, value, data id)``
+   equals one of the last ``DUP_LINES`` (16) lines that carried a DATAID, and
+   arrived less than ``DUP_SECONDS`` (60 s) after it, is a resend: dropped,
+   DEBUG log.  Both bounds, so a node whose id counter wraps or restarts
+   does not lose a real reading an hour later.
+2. **Checker** (optional, ``checker=``): ``checker.check(unit, sensor, value)``
+   returning False rejects the reading (WARNING).  ``OutlierChecker`` is the
+   built-in one.
+3. **Record**: a ``keilib.record.Record`` stamped with ``clock.now()`` at the
+   moment the bytes were read, put on ``record_que``.
+
+Module layout: ``parse_line`` and ``LineSplitter`` are pure (no I/O);
+``OutlierChecker`` and ``DuplicateFilter`` hold per-reader state;
+``SerialReader`` is the worker that does the I/O.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import logging
+import math
+import queue
+import re
+from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
+
+import serial  # pyserial (absolute import: this module is keilib.serial)
+
+from keilib.clock import Clock
+from keilib.errors import ConfigError, ProtocolError
+from keilib.record import Record
+from keilib.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]+\Z")
+# A plain decimal number; float() alone would also take "nan", "1_0", "infinity".
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_INTEGER_RE = re.compile(r"[+-]?[0-9]+\Z")
+
+SHOW_BYTES = 80   # how much of an offending line a log message shows
+
+
+def show(raw: bytes) -> str:
+    """``raw`` as a short, safe, repr-escaped text for a log line."""
+    if len(raw) > SHOW_BYTES:
+        return "%r...(%d bytes)" % (bytes(raw[:SHOW_BYTES]), len(raw))
+    return repr(bytes(raw))
+
+
+# -- the codec (pure) ---------------------------------------------------------
+
+class Reading(NamedTuple):
+    """One parsed line.  ``data_id`` is None when the line had no DATAID."""
+
+    unit: str
+    sensor: str
+    value: Union[int, float]
+    data_id: Optional[str]
+
+
+def parse_line(raw: bytes) -> Reading:
+    """Parse one line (without its LF; a trailing CR is allowed).
+
+    Raises ProtocolError with the reason; the caller logs it.
+    """
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("not UTF-8 (byte 0x%02x at %d)" % (raw[exc.start], exc.start)) from None
+    fields = [field.strip(" \t") for field in text.split(",")]
+    if not 3 <= len(fields) <= 4:
+        raise ProtocolError("expected UNITID,SENSORID,VALUE[,DATAID], got %d field(s)" % len(fields))
+    unit, sensor, value_text = fields[0], fields[1], fields[2]
+    data_id = fields[3] if len(fields) == 4 else None
+    for name, ident in (("unit id", unit), ("sensor id", sensor), ("data id", data_id)):
+        if ident is not None and not _ID_RE.match(ident):
+            raise ProtocolError("bad %s %r (letters, digits, '-', '_')" % (name, ident))
+    if not _NUMBER_RE.match(value_text):
+        raise ProtocolError("value %r is not a number" % value_text)
+    value: Union[int, float]
+    if _INTEGER_RE.match(value_text):
+        value = int(value_text)
+    else:
+        value = float(value_text)
+        if not math.isfinite(value):  # e.g. 1e999
+            raise ProtocolError("value %r is out of range" % value_text)
+    return Reading(unit, sensor, value, data_id)
+
+
+class LineSplitter:
+    """Cut a byte stream into lines at LF, with a length limit.
+
+    ``feed(data)`` returns a list of ``(line, overlong)`` pairs: ``line`` is the
+    line without its LF (a CR before it is kept; ``parse_line`` drops it).  A
+    line that reaches ``limit`` bytes with no LF is reported once as
+    ``(its first limit bytes, True)``; the rest of it, up to the next LF, is
+    discarded, so one runaway line costs one log message and bounded memory.
+    """
+
+    def __init__(self, limit: int = 256):
+        self.limit = limit
+        self._buffer = bytearray()
+        self._discarding = False   # inside an over-long line, waiting for its LF
+
+    def reset(self) -> None:
+        """Forget a partial line (the port was reopened)."""
+        self._buffer.clear()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> List[Tuple[bytes, bool]]:
+        out: List[Tuple[bytes, bool]] = []
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if self._discarding:
+                self._discarding = False     # the tail of a line already reported
+            elif end - start > self.limit:
+                out.append((bytes(buffer[start:start + self.limit]), True))
+            else:
+                out.append((bytes(buffer[start:end]), False))
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > self.limit:
+            if not self._discarding:
+                out.append((bytes(buffer[:self.limit]), True))
+                self._discarding = True
+            buffer.clear()
+        return out
+
+
+# -- checks ---------------------------------------------------------------------
+
+class Checker(abc.ABC):
+    """Base of value checkers (keilog's name): subclass and give ``check()``.
+
+    A checker is passed as ``SerialReader(..., checker=MyChecker())``.
+    """
+
+    @abc.abstractmethod
+    def check(self, unit: str, sensor: str, value: float) -> bool:
+        """True to keep the reading, False to reject it."""
+
+
+class OutlierChecker(Checker):
+    """Reject values out of range, and sudden jumps that do not persist.
+
+    ``add(unit, sensor, min, max, variation)`` sets the rule of one sensor;
+    sensors without a rule pass.  For a sensor with a rule:
+
+    * a value outside ``[min, max]`` is rejected (``None``: no bound) and
+      leaves the state untouched;
+    * a value that differs from the last accepted one by more than
+      ``variation`` is a jump: rejected, unless it is the 3rd consecutive
+      jump, which is accepted and becomes the new base (the quantity really
+      changed: a heater went on, the sensor was moved).  The first value
+      after ``add()`` is always accepted as the base.  ``variation=None``:
+      no jump rule.
+    """
+
+    PERSIST = 3   # consecutive jumps after which the new level is believed
+
+    def __init__(self) -> None:
+        # (unit, sensor) -> rule and state
+        self._rules: Dict[Tuple[str, str], Dict[str, Any]] = {}
+
+    def add(self, unit: str, sensor: str, min: Optional[float] = None,  # noqa: A002 - keilog's names
+            max: Optional[float] = None, variation: Optional[float] = None) -> None:  # noqa: A002
+        for name, bound in (("min", min), ("max", max), ("variation", variation)):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+                raise ConfigError("OutlierChecker.add(%r, %r): %s must be a number or None, got %r"
+                                  % (unit, sensor, name, bound))
+        if min is not None and max is not None and min > max:
+            raise ConfigError("OutlierChecker.add(%r, %r): min %r is above max %r" % (unit, sensor, min, max))
+        if variation is not None and variation < 0:
+            raise ConfigError("OutlierChecker.add(%r, %r): variation must be >= 0, got %r"
+                              % (unit, sensor, variation))
+        self._rules[(unit, sensor)] = {"min": min, "max": max, "variation": variation,
+                                       "base": None, "jumps": 0}
+
+    def check(self, unit: str, sensor: str, value: float) -> bool:
+        rule = self._rules.get((unit, sensor))
+        if rule is None:
+            return True
+        if (rule["min"] is not None and value < rule["min"]) or (rule["max"] is not None and value > rule["max"]):
+            return False
+        base, variation = rule["base"], rule["variation"]
+        if base is not None and variation is not None and abs(value - base) > variation:
+            rule["jumps"] += 1
+            if rule["jumps"] < self.PERSIST:
+                return False
+        rule["base"] = value
+        rule["jumps"] = 0
+        return True
+
+
+class DuplicateFilter:
+    """Remember recent ``(unit, sensor, value, data_id)`` keys to spot resends.
+
+    A key is a duplicate if it is among the last ``lines`` keys seen and was
+    seen less than ``seconds`` ago (``now`` is a monotonic time).
+    """
+
+    def __init__(self, lines: int = 16, seconds: float = 60.0):
+        self.seconds = seconds
+        self._recent: Deque[Tuple[tuple, float]] = collections.deque(maxlen=lines)
+
+    def seen(self, key: tuple, now: float) -> bool:
+        """True if ``key`` is a recent duplicate; otherwise remember it."""
+        for old_key, stamp in self._recent:
+            if old_key == key and now - stamp < self.seconds:
+                return True
+        self._recent.append((key, now))
+        return False
+
+
+# -- the worker ------------------------------------------------------------------
+
+class SerialReader(Worker):
+    """Read sensor lines from a serial port and put Records on ``record_que``.
+
+    ``port``: a device path (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``) or any
+    pyserial URL (``socket://host:port``, ``rfc2217://...``, ``sim://sensor``);
+    opened with ``serial.serial_for_url`` in the worker's thread, 8N1, no flow
+    control.  ``baudrate``: e.g. 9600 or 115200.  ``record_que``: where the
+    Records go (required).  ``checker``: an object with
+    ``check(unit, sensor, value) -> bool`` (e.g. ``OutlierChecker``), or None.
+
+    Lines are parsed, de-duplicated and checked as the module docstring says.
+
+    Hot-plug: if the port cannot be opened (not there yet, USB stick pulled)
+    or a read fails, that is logged once (WARNING), the port is closed and
+    reopened after 1 s, 2 s, 4 s ... up to 30 s; when it is back that is logged
+    (WARNING) and reading goes on.  A partial line from before is discarded.
+
+    Full ``record_que``: the reader waits for room (the bytes meanwhile wait
+    in the port's buffer) and logs a WARNING once if that lasts
+    ``QUEUE_WARN_SECONDS`` (5 s).  A reading that could not be queued within
+    ``QUEUE_GIVE_UP_SECONDS`` (60 s) is dropped with an ERROR naming it, and
+    from then on, until the queue takes a reading again, each reading gets
+    one more short try and is dropped with an ERROR -- so the port keeps being
+    read and a stalled recorder does not turn into minutes-old data later.
+    ``stats`` counts what happened (lines, records, invalid, duplicates,
+    rejected, dropped).
+
+    A stop request is honoured within about ``READ_TIMEOUT`` (0.2 s) in every
+    state.
+
+    ``worker_def`` entry::
+
+        {'class': SerialReader,
+         'args': {'port': '/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_XXXX-if00-port0',
+                  'baudrate': 115200,
+                  'record_que': record_que,        # FileRecorder takes from it
+                  'checker': checker}}             # optional: an OutlierChecker
+    """
+
+    PRODUCES = ("record_que",)
+
+    LINE_LIMIT = 256             # bytes; a longer line is discarded
+    READ_TIMEOUT = 0.2           # seconds a read blocks: bounds the stop latency
+    DUP_LINES = 16
+    DUP_SECONDS = 60.0
+    REOPEN_FIRST = 1.0
+    REOPEN_MAX = 30.0
+    QUEUE_SLICE = 0.1            # real seconds per put attempt
+    QUEUE_WARN_SECONDS = 5.0
+    QUEUE_GIVE_UP_SECONDS = 60.0
+
+    def __init__(self, port: str, baudrate: int, record_que: "Optional[queue.Queue[Any]]" = None,
+                 checker: Optional[Any] = None, clock: Optional[Clock] = None):
+        if not isinstance(port, str) or not port.strip():
+            raise ConfigError("port must be a device path or pyserial URL string, got %r" % (port,))
+        if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
+            raise ConfigError("baudrate must be a positive integer (e.g. 9600, 115200), got %r" % (baudrate,))
+        if record_que is None:
+            raise ConfigError("record_que is required (the queue FileRecorder takes from)")
+        if not isinstance(record_que, queue.Queue):
+            raise ConfigError("record_que must be a queue.Queue, got %s" % type(record_que).__name__)
+        if checker is not None and not callable(getattr(checker, "check", None)):
+            raise ConfigError("checker must have a check(unit, sensor, value) method, got %r" % (checker,))
+        super().__init__(clock=clock, name="SerialReader(%s)" % port)
+        self.port = port
+        self.baudrate = baudrate
+        self.record_que = record_que
+        self.checker = checker
+        self.stats: Dict[str, int] = dict.fromkeys(
+            ("lines", "records", "invalid", "duplicates", "rejected", "dropped"), 0)
+        self._serial: Optional[Any] = None
+        self._splitter = LineSplitter(self.LINE_LIMIT)
+        self._duplicates = DuplicateFilter(self.DUP_LINES, self.DUP_SECONDS)
+        self._reopen_delay = self.REOPEN_FIRST
+        self._down_since: Optional[float] = None   # monotonic time the port went away
+        self._ever_opened = False
+        self._queue_stuck_since: Optional[float] = None
+        self._queue_warned = False
+        self._queue_gave_up = False
+        self._queue_dropped = 0         # in this episode
+
+    @property
+    def connected(self) -> bool:
+        """True while the port is open."""
+        return self._serial is not None
+
+    # -- the loop ---------------------------------------------------------
+    def step(self) -> None:
+        if self._serial is None:
+            self._try_open()
+            return
+        try:
+            data = self._serial.read(1)     # blocks at most READ_TIMEOUT
+            if data:
+                waiting = self._serial.in_waiting
+                if waiting:
+                    data += self._serial.read(waiting)
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+            return
+        if not data:
+            return
+        now = self.clock.now()
+        for raw, overlong in self._splitter.feed(data):
+            self._handle_line(raw, overlong, now)
+
+    def cleanup(self) -> None:
+        self._close()
+
+    # -- port handling ----------------------------------------------------
+    def _try_open(self) -> None:
+        try:
+            self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate,
+                                                 timeout=self.READ_TIMEOUT)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            if self._down_since is None:
+                self._down_since = self.clock.monotonic()
+                logger.warning("port %s: cannot open (%s); retrying every %g..%g s until it appears",
+                               self.port, exc, self.REOPEN_FIRST, self.REOPEN_MAX)
+            else:
+                logger.debug("port %s: still not there (%s)", self.port, exc)
+            self.wait(self._reopen_delay)
+            self._reopen_delay = min(self._reopen_delay * 2, self.REOPEN_MAX)
+            return
+        self._splitter.reset()
+        self._reopen_delay = self.REOPEN_FIRST
+        if self._down_since is not None and self._ever_opened:
+            logger.warning("port %s: back after %.0f s; reading again", self.port,
+                           self.clock.monotonic() - self._down_since)
+        elif self._down_since is not None:
+            logger.warning("port %s: appeared after %.0f s; opened at %d baud", self.port,
+                           self.clock.monotonic() - self._down_since, self.baudrate)
+        else:
+            logger.info("port %s: opened at %d baud", self.port, self.baudrate)
+        self._down_since = None
+        self._ever_opened = True
+
+    def _lost(self, exc: BaseException) -> None:
+        logger.warning("port %s: lost (%s); closing it and reopening when it is back", self.port, exc)
+        self._close()
+        self._down_since = self.clock.monotonic()
+        # Wait before the first reopen: a vanished device node needs a moment to go.
+        self.wait(self._reopen_delay)
+        self._reopen_delay = min(self._reopen_delay * 2, self.REOPEN_MAX)
+
+    def _close(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as exc:
+                logger.debug("port %s: error while closing (%s)", self.port, exc)
+
+    # -- lines --------------------------------------------------------------
+    def _handle_line(self, raw: bytes, overlong: bool, now: Any) -> None:
+        if overlong:
+            self.stats["invalid"] += 1
+            logger.warning("port %s: skipped a line longer than %d bytes: %s",
+                           self.port, self.LINE_LIMIT, show(raw))
+            return
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]   # CRLF: the CR is part of the terminator, not of the text shown
+        if not raw.strip(b" \t"):
+            return   # blank line
+        self.stats["lines"] += 1
+        try:
+            reading = parse_line(raw)
+        except ProtocolError as exc:
+            self.stats["invalid"] += 1
+            logger.warning("port %s: skipped invalid line %s: %s", self.port, show(raw), exc)
+            return
+        if reading.data_id is not None and self._duplicates.seen(reading, self.clock.monotonic()):
+            self.stats["duplicates"] += 1
+            logger.debug("port %s: dropped a resent line %s", self.port, show(raw))
+            return
+        if self.checker is not None and not self._check(reading):
+            self.stats["rejected"] += 1
+            logger.warning("port %s: %s,%s value %r rejected by the checker", self.port,
+                           reading.unit, reading.sensor, reading.value)
+            return
+        record = Record(now, reading.unit, reading.sensor, reading.value, reading.data_id or "x")
+        self._put(record)
+
+    def _check(self, reading: Reading) -> bool:
+        try:
+            return bool(self.checker.check(reading.unit, reading.sensor, reading.value))  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - a user checker's bug must not stop the reader
+            logger.error("port %s: checker failed on %s,%s,%r (%s: %s); reading kept", self.port,
+                         reading.unit, reading.sensor, reading.value, type(exc).__name__, exc)
+            return True
+
+    def _put(self, record: Record) -> None:
+        """Queue ``record``, waiting for room; see the class docstring."""
+        started = self.clock.monotonic()
+        while True:
+            try:
+                if self._queue_gave_up or self.stopping:
+                    self.record_que.put_nowait(record)    # one short try, then drop
+                else:
+                    self.record_que.put(record, timeout=self.QUEUE_SLICE)
+            except queue.Full:
+                pass
+            else:
+                self.stats["records"] += 1
+                if self._queue_stuck_since is not None:
+                    if self._queue_warned or self._queue_gave_up:
+                        logger.warning("port %s: record_que takes readings again after %.0f s (%d dropped)",
+                                       self.port, self.clock.monotonic() - self._queue_stuck_since,
+                                       self._queue_dropped)
+                    self._queue_stuck_since = None
+                    self._queue_dropped = 0
+                    self._queue_warned = self._queue_gave_up = False
+                return
+            now = self.clock.monotonic()
+            if self._queue_stuck_since is None:
+                self._queue_stuck_since = started
+            stuck = now - self._queue_stuck_since
+            if not self._queue_warned and stuck >= self.QUEUE_WARN_SECONDS:
+                self._queue_warned = True
+                logger.warning("port %s: record_que has been full for %.0f s; waiting (is the recorder "
+                               "running?)", self.port, stuck)
+            if self._queue_gave_up or self.stopping or stuck >= self.QUEUE_GIVE_UP_SECONDS:
+                self._queue_gave_up = True
+                self.stats["dropped"] += 1
+                self._queue_dropped += 1
+                logger.error("port %s: record_que full for %.0f s%s; dropped reading %s", self.port, stuck,
+                             " at stop" if self.stopping else "", record.to_raw_line())
+                return
