@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keilib import echonet as el
 from keilib.echonet import CONTROLLER, ESV, METER, NO_DATA, NODE_PROFILE, Frame, Property
@@ -219,6 +221,24 @@ def test_no_answer(data):
     assert SmartMeter().handle(data, T2310) == []
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 0xFFFF), st.sampled_from([METER, NODE_PROFILE, 0x028800, 0x028802]),
+       st.sampled_from([code for code in range(0x50, 0x80) if code not in (0x5E, 0x6E, 0x7E)]),
+       st.lists(st.tuples(st.integers(0x80, 0xFF), st.binary(max_size=20)), min_size=1, max_size=8))
+def test_any_frame_gets_zero_or_one_well_formed_answer(tid, deoj, esv, props):
+    meter = _FUZZ_METER
+    frame = Frame(tid, CONTROLLER, deoj, esv, tuple(Property(epc, edt) for epc, edt in props))
+    replies = meter.handle(frame.encode(), T2310)
+    assert len(replies) <= 1
+    for reply in replies:
+        answer = Frame.decode(reply)
+        assert answer.tid == tid and answer.deoj == CONTROLLER
+        assert [p.epc for p in answer.properties] == [epc for epc, _ in props]
+
+
+_FUZZ_METER = SmartMeter(seed=30, reverse=True)
+
+
 def test_instance_code_zero_reaches_the_meter():
     reply = ask(SmartMeter(), el.get_request(1, [0x80], deoj=0x028800), T2310)
     assert reply.seoj == METER and reply.value(0x80) is True
@@ -276,6 +296,15 @@ def test_ec_newest_first_from_ed():
         for stamp, normal, backward in points[1:]:
             assert normal == meter.energy_raw(stamp)
             assert backward == (meter.reverse_energy_raw(stamp) if reverse else NO_DATA)
+
+
+def test_ec_beyond_the_meter_memory_is_no_data():
+    meter = SmartMeter(seed=6, start=T2310)
+    for stamp in (datetime.datetime(1, 1, 1, 0, 30), T2300 - datetime.timedelta(days=101)):
+        request = el.encode_history_request(stamp, 12)
+        assert ask(meter, el.set_request(1, [(0xED, request)]), T2310).esv == ESV.SET_RES
+        history = get(meter, T2310, 0xEC).value(0xEC)
+        assert history.timestamp == stamp and history.pairs == ((NO_DATA, NO_DATA),) * 12
 
 
 # ---------------------------------------------------------------- notifications
@@ -442,3 +471,5 @@ def test_constructor_rejects_nonsense():
         SmartMeter(digits=9)
     with pytest.raises(ValueError):
         SmartMeter(coefficient=0)
+    with pytest.raises(ValueError):
+        SmartMeter(overrides={0xE2: bytes(256)})

@@ -35,6 +35,7 @@ Behaviour on the wire (shared/docs/echonet.md):
 * Get -> Get_Res; if any EPC is unsupported, Get_SNA carrying the supported
   values in request order and the refused EPCs with PDC 0 (sections 1.4, 4.5);
   any number of EPCs per request (the spec requires at least 6);
+* EC points in the future or older than 100 days (HISTORY_DEPTH) read "no data";
 * SetC of 81, E5 (0..99) and ED (mm 00/30, 1..12 points) -> Set_Res; anything
   else -> SetC_SNA echoing the refused EDT; SetI answers only on failure;
 * E5 starts at 0xFF (never set): E2/E4 then report day 0x00FF with 48 "no
@@ -79,6 +80,9 @@ _ONE_SECOND = datetime.timedelta(seconds=1)
 _HALF_HOUR = datetime.timedelta(minutes=30)
 # A clock that jumps far ahead must not flood the link with stale notices.
 MAX_NOTIFICATION_BACKLOG = 48
+# The meter remembers E2/E4's 100 days; EC points older than this read "no data"
+# (and a far-past ED cannot make it integrate for years).
+HISTORY_DEPTH = datetime.timedelta(days=100)
 _JITTER_BITS = 5   # jitter amplitude 0..31 W
 
 # The Release F meter's maps (echonet.md section 4.3), E3/E4/EB only with reverse.
@@ -129,6 +133,9 @@ class SmartMeter:
         self.solar_peak_w = int(solar_peak_w)
         self.infc = bool(infc)
         self.overrides = {int(epc): bytes(edt) for epc, edt in (overrides or {}).items()}
+        for epc, edt in self.overrides.items():
+            if not 0 <= epc <= 0xFF or len(edt) > 255:
+                raise ValueError("override EPC %r: need an EPC 0..255 and at most 255 bytes" % (epc,))
         # W*s in one raw count: D3 x E1 x 3.6e6 is an integer for every unit (>= 360).
         self._ws_per_count = int(Decimal(coefficient or 1) * el.ENERGY_UNITS[unit_code] * 3_600_000)
         count_kwh = Decimal(coefficient or 1) * el.ENERGY_UNITS[unit_code]
@@ -398,10 +405,14 @@ class SmartMeter:
         request = el.decode_history_request(self._history2)
         if request.timestamp is None:
             return el.encode_energy_history(None, [(NO_DATA, NO_DATA)])
+        oldest = now - HISTORY_DEPTH
+        if request.timestamp < oldest:
+            # Beyond the meter's memory; also keeps year-1 dates from underflowing.
+            return el.encode_energy_history(request.timestamp, [(NO_DATA, NO_DATA)] * request.count)
         pairs = []
         for index in range(request.count):
             stamp = request.timestamp - index * _HALF_HOUR
-            if stamp > now:
+            if stamp > now or stamp < oldest:
                 pairs.append((NO_DATA, NO_DATA))
                 continue
             forward, backward = self._counts(stamp)
