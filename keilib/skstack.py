@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
@@ -366,6 +367,10 @@ def ll64(mac: str) -> str:
 
 # -- the drivers ----------------------------------------------------------------
 
+class Cancelled(Exception):
+    """The owner asked to stop (``SkDevice.interrupt`` was set) during a wait."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModuleKind:
     """What distinguishes one module family from another (data, not code)."""
@@ -413,6 +418,9 @@ class SkDevice:
         self.secrets: List[str] = []
         self.ascii_payload = not self.KIND.has_ropt
         self.own_address: Optional[str] = None
+        # Set by the owning worker to its stop event: every wait then ends
+        # within one read timeout by raising Cancelled.
+        self.interrupt: Optional[threading.Event] = None
 
     @property
     def kind(self) -> str:
@@ -452,6 +460,8 @@ class SkDevice:
             raise DeviceGone("write to %s failed: %s" % (_port_label(self.port), exc)) from exc
 
     def _read_items(self) -> List[Item]:
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise Cancelled()
         if self.serial is None:
             raise DeviceGone("port %s is not open" % _port_label(self.port))
         try:
@@ -491,11 +501,14 @@ class SkDevice:
         deadline = self.clock.monotonic() + timeout
         answer: List[Item] = []
         while True:
-            for item in self._read_items():
+            items = self._read_items()
+            for index, item in enumerate(items):
                 if until(item):
                     answer.append(item)
+                    self._stash(items[index + 1:])
                     return answer
                 if isinstance(item, Fail):
+                    self._stash(items[index + 1:])
                     raise DeviceError("%s failed: FAIL ER%02d" % (what, item.code))
                 if isinstance(item, (Info, Address, Ok)):
                     answer.append(item)
@@ -503,6 +516,10 @@ class SkDevice:
                     self.pending.append(item)
             if self.clock.monotonic() > deadline:
                 raise DeviceTimeout("%s: no answer within %.0f s" % (what, timeout))
+
+    def _stash(self, items: List[Item]) -> None:
+        """Keep the unsolicited items that arrived after a command's answer."""
+        self.pending.extend(i for i in items if isinstance(i, (ErxUdp, Event, PanDesc)))
 
     def receive(self, timeout: float) -> Optional[Item]:
         """The next unsolicited item (ERXUDP, EVENT, ...), or None after ``timeout``."""
@@ -651,13 +668,16 @@ class SkDevice:
         # EVENT 21 comes before OK; collect() queues other events, so track 21 here.
         deadline = self.clock.monotonic() + timeout
         while True:
-            for item in self._read_items():
+            items = self._read_items()
+            for index, item in enumerate(items):
                 if isinstance(item, Fail):
+                    self._stash(items[index + 1:])
                     raise DeviceError("SKSENDTO failed: FAIL ER%02d" % item.code)
                 if isinstance(item, Event) and item.num == 0x21 and item.sender == address:
                     if item.param != 0x02:     # 02: NS sent, the result follows
                         result = item.param
                 elif isinstance(item, Ok):
+                    self._stash(items[index + 1:])
                     return result == 0x00
                 elif isinstance(item, (ErxUdp, Event, PanDesc)):
                     self.pending.append(item)

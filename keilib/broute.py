@@ -1,0 +1,708 @@
+"""B-route: read a Japanese low-voltage smart meter through a Wi-SUN module.
+
+``BrouteReader`` walks a state machine and stays connected for months::
+
+    INIT --open--> OPEN --reset, SKVER, SKINFO, password/ID--> SETUP
+    SETUP --cached PAN, or active scan--> SCAN --SKLL64, S2/S3, SKJOIN--> JOIN
+    JOIN --Get D3, D7, E1--> POLL (request groups on their cycles)
+
+    fault                                   falls back to
+    port gone / I/O error                   INIT (close; wait for the port, backoff)
+    module silent, FAIL, reset              OPEN (reset and set up again)
+    scan finds nothing                      SCAN again, longer duration, backoff
+    join fails with a cached PAN            SCAN (cache deleted)
+    join fails 3 times                      SCAN
+    EVENT 29 (lifetime), no EVENT 25 in 30 s  SKREJOIN; if that fails, as below
+    EVENT 26/28, 3 misses in a row,
+      no frame from the meter for 10 min    OPEN, then SKJOIN to the same PAN;
+                                            SCAN if that join fails
+    5 scans (durations 4..8) find nothing   OPEN (reset, set up again), backoff
+    EVENT 32 (transmission-time limit)      POLL, sending paused until EVENT 33
+
+Every transition is logged at INFO.  A stop request is honoured within about
+a second in every state; a joined session is ended with SKTERM.
+
+Polling: each request group becomes ONE multi-property Get frame, sent on its
+cycle from a monotonic schedule (no drift; a slot missed while the link was
+down is skipped, not made up in a burst).  Responses are matched by TID, by
+the meter's address, port 3610 and the objects 028801 -> 05FF01.  A request
+with no answer in ``response_timeout`` is sent once more, then counted as a
+miss.  D3 (coefficient), D7 (digits) and E1 (unit) are read at every join
+before any energy value is recorded; E0/E3/EA/EB are recorded in kWh.
+
+Records (unit ``BR``, data id ``x``)::
+
+    E7   instantaneous power, W (negative: export)
+    E8R, E8T  phase currents, A (T is absent on single-phase 2-wire meters)
+    E0, E3    cumulative energy forward / reverse, kWh
+    EA, EB    fixed-time cumulative energy, kWh, stamped with the meter's time
+
+"No data" values (E7 0x7FFFFFFE, E8 0x7FFE, energy 0xFFFFFFFE, ...) are logged
+and not recorded.  Notifications the meter sends on its own (INF 0x73: EA/EB
+every 30 minutes, the instance list) are decoded and recorded; INFC (0x74) is
+answered with INFC_Res (0x7A).
+
+The scan result is cached in ``scancache.json`` in the work directory (written
+atomically) and reused at the next start, which skips the minutes-long scan,
+until a join with it fails.
+
+Route-B radios may transmit at most 360 s per hour (ARIB STD-T108).  The
+reader estimates the airtime of what it sends, refuses at start-up a schedule
+that could exceed the budget, and pauses sending if the hour's total nears it.
+
+``worker_def`` entry::
+
+    {'class': BrouteReader,
+     'args': {'wisundev': WiSunRL7023('/dev/serial/by-id/usb-...', 115200,
+                                      type=WiSunRL7023.IPS),   # or BP35A1(...), BP35C2(...)
+              'broute_id': '00000000000000000000000000000000',  # 32 characters
+              'broute_pwd': 'XXXXXXXXXXXX',                      # 12 characters
+              'requests': [{'epc': ['E7'], 'cycle': 10},
+                           {'epc': ['E0', 'E3'], 'cycle': 300}],
+              'record_que': record_que}}
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import logging
+import os
+import queue
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from keilib import echonet
+from keilib.clock import Clock
+from keilib.echonet import EPC, ESV, Frame, is_value
+from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
+from keilib.record import Record
+from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
+                            SkDevice, WiSunRL7023)
+from keilib.worker import Worker
+
+__all__ = ["BrouteReader", "WiSunRL7023", "BP35A1", "BP35C2", "BP35C0", "RSWSUHAP", "TxBudget",
+           "DEFAULT_REQUESTS"]
+
+logger = logging.getLogger(__name__)
+
+# keilog's defaults: conversion factors hourly, power every 10 s, energy every 5 min.
+DEFAULT_REQUESTS = [
+    {"epc": ["D3", "D7", "E1"], "cycle": 3600},
+    {"epc": ["E7"], "cycle": 10},
+    {"epc": ["E0", "E3"], "cycle": 300},
+]
+# What a request may ask for: the values kei records or needs for conversion.
+REQUESTABLE = {"D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
+MAX_EPCS_PER_FRAME = 6          # a meter must support OPC up to 6 (AIF 2.4.4)
+
+SCAN_DURATIONS = (4, 5, 6, 7, 8)
+JOIN_TRIES = 3
+MISSES_BEFORE_REJOIN = 3
+SILENCE_BEFORE_REJOIN = 600.0
+REAUTH_WAIT = 30.0
+BACKOFF_MAX = 60.0
+
+
+class State(enum.Enum):
+    INIT = "INIT"
+    OPEN = "OPEN"
+    SETUP = "SETUP"
+    SCAN = "SCAN"
+    JOIN = "JOIN"
+    POLL = "POLL"
+
+
+class Fallback(Exception):
+    """Leave the current state for ``state`` (raised inside the state machine)."""
+
+    def __init__(self, state: State, reason: str):
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+class TxBudget:
+    """The ARIB STD-T108 limit: at most 360 s of transmission per hour.
+
+    Airtime is estimated per frame at 100 kb/s (80 us per byte) with about 80
+    bytes of PHY/MAC/6LoWPAN/UDP overhead and the MAC ACK; the module's own
+    count (register SFD) is the authority, this keeps kei well inside it.
+    """
+
+    LIMIT_MS = 360_000.0
+    WINDOW = 3600.0
+    OVERHEAD_BYTES = 80
+
+    def __init__(self) -> None:
+        self.sent: Deque[Tuple[float, float]] = deque()
+        self.total_ms = 0.0
+
+    @classmethod
+    def airtime_ms(cls, payload_len: int) -> float:
+        return (payload_len + cls.OVERHEAD_BYTES) * 0.08
+
+    def record(self, now: float, payload_len: int) -> None:
+        airtime = self.airtime_ms(payload_len)
+        self.sent.append((now, airtime))
+        self.total_ms += airtime
+        self._expire(now)
+
+    def used_ms(self, now: float) -> float:
+        self._expire(now)
+        return self.total_ms
+
+    def allows(self, now: float, payload_len: int) -> bool:
+        """False when this frame would take the last hour past 90 % of the limit."""
+        return self.used_ms(now) + self.airtime_ms(payload_len) <= 0.9 * self.LIMIT_MS
+
+    def _expire(self, now: float) -> None:
+        while self.sent and self.sent[0][0] <= now - self.WINDOW:
+            self.total_ms -= self.sent.popleft()[1]
+
+
+class RequestGroup:
+    """One ``{'epc': [...], 'cycle': s}`` entry and its schedule."""
+
+    def __init__(self, epcs: List[int], cycle: float):
+        self.epcs = epcs
+        self.cycle = cycle
+        self.next_due = 0.0
+
+    @property
+    def label(self) -> str:
+        return "+".join("%02X" % epc for epc in self.epcs)
+
+    def frame_len(self) -> int:
+        return 12 + 2 * len(self.epcs)
+
+
+def parse_requests(requests: Any) -> List[RequestGroup]:
+    """Validate the ``requests`` argument; ConfigError names what is wrong."""
+    shape = "a list of {'epc': ['E7', ...], 'cycle': seconds}"
+    if not isinstance(requests, (list, tuple)) or not requests:
+        raise ConfigError("argument 'requests' must be %s, got %r" % (shape, requests))
+    groups = []
+    for index, entry in enumerate(requests):
+        where = "argument 'requests'[%d]" % index
+        if not isinstance(entry, dict) or set(entry) != {"epc", "cycle"}:
+            raise ConfigError("%s must be {'epc': [...], 'cycle': seconds}, got %r" % (where, entry))
+        epcs, cycle = entry["epc"], entry["cycle"]
+        if isinstance(epcs, str):
+            epcs = [epcs]
+        if not isinstance(epcs, (list, tuple)) or not epcs:
+            raise ConfigError("%s: 'epc' must be a non-empty list such as ['E7'], got %r" % (where, epcs))
+        codes = []
+        for epc in epcs:
+            name = epc.upper() if isinstance(epc, str) else ("%02X" % epc if isinstance(epc, int) else repr(epc))
+            if name not in REQUESTABLE:
+                raise ConfigError("%s: unknown EPC %r (known: %s)" % (where, epc, ", ".join(sorted(REQUESTABLE))))
+            codes.append(int(name, 16))
+        if len(codes) > MAX_EPCS_PER_FRAME:
+            raise ConfigError("%s: at most %d EPCs fit one request, got %d"
+                              % (where, MAX_EPCS_PER_FRAME, len(codes)))
+        if len(set(codes)) != len(codes):
+            raise ConfigError("%s: EPC listed twice in %r" % (where, epcs))
+        if isinstance(cycle, bool) or not isinstance(cycle, (int, float)) or not cycle > 0:
+            raise ConfigError("%s: 'cycle' must be a positive number of seconds, got %r" % (where, cycle))
+        groups.append(RequestGroup(codes, float(cycle)))
+    # Worst case: every request retried once.
+    per_hour_ms = sum(2 * (3600.0 / g.cycle) * TxBudget.airtime_ms(g.frame_len()) for g in groups)
+    if per_hour_ms > TxBudget.LIMIT_MS:
+        raise ConfigError("argument 'requests' would transmit about %.0f s per hour; Route B allows "
+                          "360 s per hour (ARIB STD-T108). Use longer cycles or group EPCs into one request"
+                          % (per_hour_ms / 1000))
+    return groups
+
+
+def frames_per_hour(groups: List[RequestGroup]) -> float:
+    return sum(3600.0 / g.cycle for g in groups)
+
+
+class ScanCache:
+    """The meter's PAN, kept in a JSON file so a restart skips the scan."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            return {"channel": int(data["channel"]), "pan_id": int(data["pan_id"]), "addr": str(data["addr"])}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring unusable scan cache %s: %s", self.path, exc)
+            return None
+
+    def save(self, channel: int, pan_id: int, addr: str) -> None:
+        data = {"channel": channel, "pan_id": pan_id, "addr": addr,
+                "saved": datetime.datetime.now().isoformat(timespec="seconds")}
+        temp = self.path + ".tmp"
+        try:
+            with open(temp, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except OSError as exc:
+            logger.warning("cannot write scan cache %s: %s", self.path, exc)
+
+    def delete(self) -> None:
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("cannot delete scan cache %s: %s", self.path, exc)
+
+
+class Outstanding:
+    """A Get sent and not yet answered."""
+
+    def __init__(self, group: RequestGroup, frame: bytes, sent_at: float):
+        self.group = group
+        self.frame = frame
+        self.sent_at = sent_at
+        self.retried = False
+
+
+class BrouteReader(Worker):
+    """Poll a smart meter over Route B and put Records on ``record_que``.
+
+    See the module docstring for the states, the faults and the records.
+    ``port``/``baudrate`` are accepted instead of ``wisundev`` (keilog's first
+    example config); they mean an RL7023 Stick-D/DSS.
+    """
+
+    PRODUCES = ("record_que",)
+
+    def __init__(self, wisundev: Optional[SkDevice] = None, broute_id: str = "", broute_pwd: str = "",
+                 requests: Any = None, record_que: "Optional[queue.Queue[Any]]" = None,
+                 port: Optional[str] = None, baudrate: int = 115200,
+                 scan_cache: str = "scancache.json", response_timeout: float = 10.0,
+                 clock: Optional[Clock] = None):
+        super().__init__(clock=clock)
+        if wisundev is None:
+            if port is None:
+                raise ConfigError("argument 'wisundev' is missing (e.g. WiSunRL7023(port, 115200, "
+                                  "type=WiSunRL7023.IPS))")
+            wisundev = WiSunRL7023(port, baudrate, type=WiSunRL7023.DSS)
+        if not isinstance(wisundev, SkDevice):
+            raise ConfigError("argument 'wisundev' must be a Wi-SUN device such as WiSunRL7023(...), got %r"
+                              % (wisundev,))
+        if not isinstance(broute_id, str) or len(broute_id) != 32 or not broute_id.isprintable() \
+                or " " in broute_id:
+            raise ConfigError("argument 'broute_id' must be the 32-character Route-B ID (got %d characters)"
+                              % (len(broute_id) if isinstance(broute_id, str) else -1))
+        if not isinstance(broute_pwd, str) or not 1 <= len(broute_pwd) <= 32 or not broute_pwd.isprintable() \
+                or " " in broute_pwd:
+            raise ConfigError("argument 'broute_pwd' must be the Route-B password (12 characters)")
+        self.groups = parse_requests(DEFAULT_REQUESTS if requests is None else requests)
+        self.device = wisundev
+        self.broute_id = broute_id
+        self.broute_pwd = broute_pwd
+        self.record_que = record_que
+        self.cache = ScanCache(os.path.join(os.getcwd(), scan_cache))
+        self.response_timeout = response_timeout
+        self.state = State.INIT
+        self.budget = TxBudget()
+        self.tid = 0
+        # per-session facts
+        self.meter_addr: Optional[str] = None
+        self.pan: Optional[Dict[str, Any]] = None
+        self.pan_from_cache = False
+        self.reuse_pan = False
+        self.factors = RequestGroup([EPC.COEFFICIENT, EPC.EFFECTIVE_DIGITS, EPC.E1], 3600.0)
+        self.coefficient: Optional[int] = None
+        self.unit_code: Optional[int] = None
+        self.digits: Optional[int] = None
+        self.outstanding: Dict[int, Outstanding] = {}
+        self.misses = 0
+        self.last_frame_at = 0.0
+        self.tx_blocked = False
+        self.session_lost_at: Optional[float] = None
+        self.scan_attempt = 0
+        self.join_failures = 0
+        self.backoff = 1.0
+        self.notified: Deque[Tuple[int, datetime.datetime]] = deque(maxlen=16)
+        self.refusals: set = set()
+
+    # -- state machine -------------------------------------------------------
+    def setup(self) -> None:
+        self.device.clock = self.clock
+        self.device.interrupt = self._stopping
+
+    def step(self) -> None:
+        handler = {State.INIT: self.do_init, State.OPEN: self.do_open, State.SETUP: self.do_setup,
+                   State.SCAN: self.do_scan, State.JOIN: self.do_join, State.POLL: self.do_poll}[self.state]
+        try:
+            handler()
+        except Cancelled:
+            return
+        except Fallback as fall:
+            self.transition(fall.state, fall.reason)
+        except DeviceGone as exc:
+            self.device.close()
+            self.transition(State.INIT, str(exc))
+        except (DeviceTimeout, DeviceError) as exc:
+            self.transition(State.OPEN if self.state != State.INIT else State.INIT, str(exc))
+
+    def transition(self, state: State, reason: str) -> None:
+        if state in (State.INIT, State.OPEN, State.SCAN) and self.state == State.POLL:
+            self.outstanding.clear()
+        if state != self.state:
+            logger.info("B-route: %s -> %s (%s)", self.state.value, state.value, reason)
+        self.state = state
+
+    def pause(self, seconds: float) -> None:
+        if self.wait(seconds):
+            raise Cancelled()
+
+    def next_backoff(self) -> float:
+        delay = self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        return delay
+
+    def do_init(self) -> None:
+        try:
+            self.device.open()
+        except DeviceGone as exc:
+            delay = self.next_backoff()
+            logger.warning("B-route: %s; trying again in %g s", exc, delay)
+            self.pause(delay)
+            return
+        self.transition(State.OPEN, "port open")
+
+    def do_open(self) -> None:
+        if not self.device.is_open:
+            self.transition(State.INIT, "port closed")
+            return
+        try:
+            self.device.reset()
+            version = self.device.version()
+            info = self.device.info()
+        except DeviceTimeout as exc:
+            delay = self.next_backoff()
+            logger.warning("B-route: module does not answer (%s); resetting again in %g s", exc, delay)
+            self.pause(delay)
+            return
+        logger.info("B-route: %s firmware %s, address %s", self.device.kind, version or "?", info[0])
+        self.transition(State.SETUP, "module reset")
+
+    def do_setup(self) -> None:
+        self.device.setup(self.broute_id, self.broute_pwd)
+        self.transition(State.SCAN, "Route-B ID and password set")
+
+    def do_scan(self) -> None:
+        if self.reuse_pan and self.pan is not None:
+            self.reuse_pan = False
+            self.pan_from_cache = True     # a failed join then means: scan
+            self.transition(State.JOIN, "joining the known PAN again")
+            return
+        cached = self.cache.load()
+        if cached is not None and self.scan_attempt == 0:
+            self.pan, self.pan_from_cache = cached, True
+            self.transition(State.JOIN, "using the cached scan result (channel %02X, PAN %04X)"
+                            % (cached["channel"], cached["pan_id"]))
+            return
+        duration = SCAN_DURATIONS[min(self.scan_attempt, len(SCAN_DURATIONS) - 1)]
+        self.scan_attempt += 1
+        logger.info("B-route: active scan, duration %d (attempt %d)", duration, self.scan_attempt)
+        found = self.device.scan(duration)
+        if found is None:
+            logger.warning("B-route: no smart meter found (duration %d)", duration)
+            if self.scan_attempt >= len(SCAN_DURATIONS):
+                # Out of range, or the module lost its settings: start over.
+                self.scan_attempt = 0
+                delay = self.next_backoff()
+                logger.warning("B-route: giving up this round of scans; resetting the module in %g s", delay)
+                self.pause(delay)
+                raise Fallback(State.OPEN, "no meter found after %d scans" % len(SCAN_DURATIONS))
+            return
+        self.pan = {"channel": found.channel, "pan_id": found.pan_id, "addr": found.addr}
+        self.pan_from_cache = False
+        self.cache.save(found.channel, found.pan_id, found.addr)
+        self.transition(State.JOIN, "meter found on channel %02X, PAN %04X, LQI %02X"
+                        % (found.channel, found.pan_id, found.lqi))
+
+    def do_join(self) -> None:
+        assert self.pan is not None
+        self.meter_addr = self.device.link_local(self.pan["addr"])
+        self.device.set_pan(self.pan["channel"], self.pan["pan_id"])
+        logger.info("B-route: joining %s", self.meter_addr)
+        if not self.device.join(self.meter_addr):
+            self.join_failures += 1
+            if self.pan_from_cache:
+                self.cache.delete()
+                self.scan_attempt = 0
+                self.pan_from_cache = False
+                raise Fallback(State.SCAN, "join with the known PAN failed; scanning")
+            if self.join_failures >= JOIN_TRIES:
+                self.join_failures = 0
+                raise Fallback(State.SCAN, "join failed %d times; scanning again" % JOIN_TRIES)
+            # S6's advice: a meter may refuse a join right after a session ended.
+            logger.warning("B-route: join failed (EVENT 24); trying again in 10 s")
+            self.pause(10)
+            return
+        self.join_failures = 0
+        self.scan_attempt = 0
+        self.backoff = 1.0
+        self.start_session()
+        self.transition(State.POLL, "PANA session established")
+
+    def start_session(self) -> None:
+        now = self.clock.monotonic()
+        self.outstanding.clear()
+        self.misses = 0
+        self.last_frame_at = now
+        self.tx_blocked = False
+        self.session_lost_at = None
+        self.coefficient = self.unit_code = self.digits = None
+        # The conversion factors first, then every group from now on.
+        self.factors.next_due = now
+        for group in self.groups:
+            group.next_due = now
+
+    # -- polling ---------------------------------------------------------------
+    def do_poll(self) -> None:
+        now = self.clock.monotonic()
+        if self.session_lost_at is not None and now - self.session_lost_at > REAUTH_WAIT:
+            logger.info("B-route: no re-authentication within %g s; SKREJOIN", REAUTH_WAIT)
+            if self.device.rejoin():
+                self.session_lost_at = None
+                self.last_frame_at = self.clock.monotonic()
+                return
+            self.rejoin("re-authentication failed")
+        if now - self.last_frame_at > SILENCE_BEFORE_REJOIN:
+            self.rejoin("no frame from the meter for %.0f s" % (now - self.last_frame_at))
+            return
+        self.expire_requests(now)
+        self.send_due(now)
+        item = self.device.receive(timeout=min(1.0, self.clock.to_real(self.seconds_to_next(now)) or 0.05))
+        if item is not None:
+            self.handle(item)
+
+    def seconds_to_next(self, now: float) -> float:
+        dues = [g.next_due for g in self.active_groups()]
+        dues += [o.sent_at + self.response_timeout for o in self.outstanding.values()]
+        return max(0.0, min(dues) - now) if dues else 1.0
+
+    def active_groups(self) -> List[RequestGroup]:
+        # Until D3/D7/E1 are known, energy groups wait (nothing in kWh before).
+        if self.unit_code is None:
+            return [self.factors]
+        return self.groups
+
+    def send_due(self, now: float) -> None:
+        if self.tx_blocked or self.session_lost_at is not None:
+            return
+        busy = {id(o.group) for o in self.outstanding.values()}
+        for group in self.active_groups():
+            if group.next_due > now or id(group) in busy:
+                continue
+            # Next slot on the fixed grid; slots missed while down are skipped.
+            missed = int((now - group.next_due) // group.cycle)
+            group.next_due += (missed + 1) * group.cycle
+            self.send_group(group, now)
+
+    def send_group(self, group: RequestGroup, now: float, retry_of: Optional[Outstanding] = None) -> None:
+        if not self.budget.allows(now, group.frame_len()):
+            logger.warning("B-route: transmission budget nearly used (%.0f s in the last hour); skipping %s",
+                           self.budget.used_ms(now) / 1000, group.label)
+            return
+        self.tid = (self.tid + 1) & 0xFFFF
+        frame = echonet.get_request(self.tid, group.epcs).encode()
+        assert self.meter_addr is not None
+        self.budget.record(now, len(frame))
+        sent = self.device.sendto(self.meter_addr, frame)
+        entry = Outstanding(group, frame, now)
+        if retry_of is not None:
+            entry.retried = True
+        if not sent:
+            logger.info("B-route: sending %s failed (EVENT 21 01)", group.label)
+            entry.sent_at = now - self.response_timeout + 2.0   # try again soon
+        self.outstanding[self.tid] = entry
+
+    def expire_requests(self, now: float) -> None:
+        for tid, entry in list(self.outstanding.items()):
+            if now - entry.sent_at < self.response_timeout:
+                continue
+            del self.outstanding[tid]
+            if not entry.retried and not self.tx_blocked:
+                logger.info("B-route: no answer to %s (TID %04X); asking again", entry.group.label, tid)
+                self.send_group(entry.group, now, retry_of=entry)
+                continue
+            self.misses += 1
+            logger.warning("B-route: %s missed (%d in a row)", entry.group.label, self.misses)
+            if self.misses >= MISSES_BEFORE_REJOIN:
+                self.rejoin("%d requests in a row got no answer" % self.misses)
+                return
+
+    def rejoin(self, reason: str) -> None:
+        """Reset the module and join the same PAN again; scan if that fails.
+
+        Going through OPEN costs a few commands and no radio time, and it also
+        recovers a module that reset itself (lost password, ID and echo setting).
+        """
+        self.outstanding.clear()
+        self.reuse_pan = True
+        raise Fallback(State.OPEN, reason)
+
+    def handle(self, item: Any) -> None:
+        if isinstance(item, Event):
+            self.handle_event(item)
+        elif isinstance(item, ErxUdp):
+            if item.sender == self.meter_addr:
+                self.last_frame_at = self.clock.monotonic()
+            if item.rport == ECHONET_PORT and item.lport == ECHONET_PORT and item.sender == self.meter_addr:
+                self.handle_frame(item.data)
+            else:
+                logger.debug("B-route: ignored UDP from %s port %04X", item.sender, item.rport)
+
+    def handle_event(self, event: Event) -> None:
+        num = event.num
+        if num == 0x29:
+            logger.info("B-route: PANA session lifetime ended (EVENT 29); waiting for re-authentication")
+            self.session_lost_at = self.clock.monotonic()
+        elif num == 0x25:
+            if self.session_lost_at is not None:
+                logger.info("B-route: session re-authenticated (EVENT 25)")
+            self.session_lost_at = None
+        elif num == 0x24:
+            if self.session_lost_at is not None:
+                self.rejoin("re-authentication failed (EVENT 24)")
+        elif num in (0x26, 0x28):
+            self.rejoin("the meter ended the session (EVENT %02X)" % num)
+        elif num == 0x32:
+            logger.warning("B-route: the module reached its transmission-time limit (EVENT 32); "
+                           "sending paused, still receiving")
+            self.tx_blocked = True
+        elif num == 0x33:
+            logger.info("B-route: transmission-time limit lifted (EVENT 33)")
+            self.tx_blocked = False
+            now = self.clock.monotonic()
+            for entry in self.outstanding.values():
+                entry.sent_at = min(entry.sent_at, now)
+
+    def handle_frame(self, data: bytes) -> None:
+        try:
+            frame = Frame.decode(data)
+        except FrameError as exc:
+            logger.warning("B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
+            return
+        if frame.seoj != echonet.METER:
+            if frame.esv == ESV.INF and frame.find(0xD5) is not None:
+                logger.info("B-route: the meter announced its instance list")
+            return
+        if frame.deoj != echonet.CONTROLLER:
+            return
+        now = self.clock.now().replace(microsecond=0)
+        if frame.is_notification:
+            if frame.esv == ESV.INFC:
+                self.answer_infc(frame)
+            self.record_properties(frame, now, notification=True)
+            return
+        entry = self.outstanding.pop(frame.tid, None)
+        if entry is None:
+            logger.debug("B-route: answer with unknown TID %04X ignored (late or duplicated)", frame.tid)
+            return
+        requested = [p.epc for p in frame.properties]
+        if requested != entry.group.epcs:
+            logger.warning("B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
+                           frame.tid, requested, entry.group.epcs)
+            return
+        self.misses = 0
+        if frame.is_failure:
+            refused = tuple(p.epc for p in frame.properties if not p.edt)
+            level = logging.DEBUG if refused in self.refusals else logging.INFO
+            self.refusals.add(refused)
+            logger.log(level, "B-route: the meter cannot answer %s (Get_SNA)",
+                       " ".join("%02X" % e for e in refused))
+        self.record_properties(frame, now)
+
+    def answer_infc(self, frame: Frame) -> None:
+        if self.tx_blocked or self.meter_addr is None:
+            return
+        reply = echonet.infc_response(frame).encode()
+        self.budget.record(self.clock.monotonic(), len(reply))
+        self.device.sendto(self.meter_addr, reply)
+
+    def record_properties(self, frame: Frame, now: datetime.datetime, notification: bool = False) -> None:
+        for prop in frame.properties:
+            if not prop.edt:
+                if prop.epc == EPC.COEFFICIENT and frame.is_failure:
+                    self.coefficient = 1   # D3 is optional; a meter without it means 1
+                continue
+            try:
+                value = echonet.decode_meter_property(prop.epc, prop.edt)
+            except FrameError as exc:
+                logger.warning("B-route: property %02X skipped: %s", prop.epc, exc)
+                continue
+            self.record_value(prop.epc, value, now, notification)
+
+    def record_value(self, epc: int, value: Any, now: datetime.datetime, notification: bool) -> None:
+        name = "%02X" % epc
+        if epc == EPC.COEFFICIENT:
+            self.coefficient = value
+        elif epc == EPC.EFFECTIVE_DIGITS:
+            self.digits = value
+        elif epc == EPC.E1:
+            self.unit_code = value.code
+            if self.coefficient is None:
+                self.coefficient = 1
+            logger.info("B-route: energy unit %s kWh, coefficient %s, %s digits", value.kwh,
+                        self.coefficient, self.digits)
+        elif epc == EPC.E7:
+            self.put(now, "E7", value)
+        elif epc == EPC.E8:
+            self.put(now, "E8R", value.r)
+            if is_value(value.t) or value.t != echonet.NO_DATA:
+                self.put(now, "E8T", value.t)    # single-phase 2-wire: T is simply absent
+        elif epc in (EPC.E0, EPC.E3):
+            self.put(now, name, self.kwh(name, value))
+        elif epc in (EPC.EA, EPC.EB):
+            key = (epc, value.timestamp)
+            if notification and key in self.notified:
+                logger.debug("B-route: duplicate notification of %s %s ignored", name, value.timestamp)
+                return
+            self.notified.append(key)
+            self.put(value.timestamp, name, self.kwh(name, value.raw))
+
+    def kwh(self, name: str, raw: Any) -> Any:
+        if not is_value(raw):
+            return raw
+        if self.unit_code is None:
+            logger.info("B-route: %s arrived before the energy unit (E1) is known; skipped", name)
+            return None
+        return round(echonet.energy_kwh(raw, self.coefficient or 1, self.unit_code), 4)
+
+    def put(self, stamp: datetime.datetime, sensor: str, value: Any) -> None:
+        if value is None:
+            return
+        if not is_value(value):
+            logger.info("B-route: the meter reports %s for %s; not recorded", value, sensor)
+            return
+        record = Record(stamp, "BR", sensor, value)
+        logger.debug("B-route: %s", record.to_raw_line())
+        if self.record_que is None:
+            return
+        try:
+            self.record_que.put(record, timeout=5)
+        except queue.Full:
+            logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
+
+    # -- shutdown ----------------------------------------------------------------
+    def cleanup(self) -> None:
+        if self.state == State.POLL and self.device.is_open:
+            try:
+                self.device.interrupt = None
+                ended = self.device.terminate(timeout=1.5)
+                logger.info("B-route: session %s (SKTERM)", "terminated" if ended else "ended without EVENT 27")
+            except (DeviceError, Cancelled) as exc:
+                logger.info("B-route: SKTERM at stop failed: %s", exc)
+        self.device.close()
