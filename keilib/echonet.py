@@ -35,6 +35,12 @@ Frames::
     reply.find(EPC.E7)           # the Property with that EPC, or None
     reply.value(EPC.E7)          # typed value of that property (see below)
     infc_response(notification)  # the INFC_Res a controller owes for ESV 0x74
+    set_request(tid, [(EPC.E5, b"\x00")])         # SetC; inf_request(tid, [0xD5]) INF_REQ
+    reply.is_failure / reply.is_notification        # ESV 0x5x / ESV 0x73, 0x74
+
+A refused property in a Get_SNA has an empty EDT; ``reply.find(epc).edt``
+tells it apart before asking for ``value``.  Known ESVs decode to ``ESV``
+members, unknown ones stay plain ints (the caller decides to ignore them).
 
 Typed property values (``decode_meter_property(epc, edt)``, or
 ``decode_property(eoj, epc, edt)`` which also knows the node profile):
