@@ -1,0 +1,100 @@
+"""systemd/kei.service: the keys the README promises, and systemd's own verdict on it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from support import REPO
+
+UNIT = REPO / "systemd" / "kei.service"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def parse_unit(text: str) -> Dict[str, Dict[str, List[str]]]:
+    """Sections of a unit file: {section: {key: [values in order]}} (keys may repeat)."""
+    sections: Dict[str, Dict[str, List[str]]] = {}
+    current = None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None and "=" in line, "line %d: %r" % (number, line)
+        key, value = line.split("=", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+@pytest.fixture(scope="module")
+def unit():
+    return parse_unit(UNIT.read_text())
+
+
+def test_runs_kei_as_a_non_root_user_with_serial_access(unit):
+    service = unit["Service"]
+    assert service["User"] == ["kei"] and service["Group"] == ["kei"]
+    assert "dialout" in " ".join(service["SupplementaryGroups"]).split()
+    assert service["WorkingDirectory"] == ["/var/lib/kei"]
+    assert service["StateDirectory"] == ["kei"]
+    assert service["ExecStart"] == ["/usr/bin/python3 /opt/kei/kei.py"]
+
+
+def test_restart_and_stop_behaviour(unit):
+    service = unit["Service"]
+    assert service["Restart"] == ["on-failure"]
+    assert service["KillSignal"] == ["SIGTERM"]
+    assert service["TimeoutStopSec"] == ["20"]
+
+
+def test_hardening_that_keeps_the_serial_ports(unit):
+    service = unit["Service"]
+    assert service["NoNewPrivileges"] == ["yes"]
+    assert service["ProtectSystem"] == ["full"]
+    assert service["PrivateTmp"] == ["yes"]
+    # Any of these would hide or deny /dev/ttyUSB* and /dev/serial/by-id/*.
+    for key in ("PrivateDevices", "DevicePolicy", "DeviceAllow", "DynamicUser", "PrivateUsers"):
+        assert key not in service, key
+    # The work directory must stay writable: ProtectSystem=full leaves /var
+    # alone, and ProtectHome only matters for a work directory under /home.
+    assert not service["WorkingDirectory"][0].startswith(("/usr", "/etc", "/boot", "/home"))
+
+
+def test_ordering_and_install(unit):
+    assert "network-online.target" in unit["Unit"]["After"][0].split()
+    assert "network-online.target" in unit["Unit"]["Wants"][0].split()
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_the_launcher_the_unit_starts_exists():
+    assert (REPO / "kei.py").is_file()
+
+
+def _verify(unit_text: str, directory: Path) -> subprocess.CompletedProcess:
+    if not Path("/usr/bin/python3").exists():     # e.g. a virtualenv-only image
+        unit_text = unit_text.replace("/usr/bin/python3", sys.executable)
+    path = directory / "kei.service"
+    path.write_text(unit_text)
+    return subprocess.run([SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_it(tmp_path):
+    result = _verify(UNIT.read_text(), tmp_path)
+    # verify exits 0 on settings it ignores with a warning: no output at all, then.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_would_notice_a_mistake(tmp_path):
+    broken = UNIT.read_text().replace("Restart=on-failure", "Restart=sometimes")
+    result = _verify(broken, tmp_path)
+    assert "sometimes" in result.stdout + result.stderr
