@@ -357,6 +357,10 @@ class SerialReader(Worker):
 
     # -- port handling ----------------------------------------------------
     def _try_open(self) -> None:
+        if self.port.startswith("sim://"):
+            # The simulator's URL handler; idempotent (the launcher may have done it).
+            from keilib.sim import register_url_handler
+            register_url_handler()
         try:
             self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate,
                                                  timeout=self.READ_TIMEOUT)

@@ -26,6 +26,10 @@ from keilib.sim.transport import PtyTransport
 SUBCOMMANDS: Dict[str, tuple] = {
     "wisun": ("keilib.sim.wisun", {"--kind": "kind", "--id": "id", "--password": "password",
                                    "--scale": "scale", "--seed": "seed", "--latency": "latency"}),
+    "sensor": ("keilib.sim.sensor", {"--units": "units", "--sensors": "sensors", "--rate": "rate",
+                                     "--seed": "seed", "--dup": "dup", "--garbage": "garbage",
+                                     "--ids": "ids", "--count": "count", "--eol": "eol",
+                                     "--unplug-every": "unplug_every", "--unplug-for": "unplug_for"}),
 }
 
 
@@ -69,6 +73,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     transport = PtyTransport(device, link_path=args.link)
+    if hasattr(device, "bind_transport"):   # devices that pull their own plug (sensor)
+        device.bind_transport(transport)
     try:
         print(transport.slave_path, flush=True)
         while not stop.wait(3600):

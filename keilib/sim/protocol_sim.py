@@ -43,6 +43,7 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 # device name in the URL host part -> module providing from_options() and URL_GRAMMAR
 DEVICE_MODULES: Dict[str, str] = {
     "wisun": "keilib.sim.wisun",
+    "sensor": "keilib.sim.sensor",
 }
 
 GRAMMAR = ("sim://<device>?<option>=<value>&...; device one of %s; name=<registry name> "
