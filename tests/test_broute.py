@@ -1,0 +1,351 @@
+"""BrouteReader against the simulated module and meter, via sim:// and over a real pty.
+
+Every test runs the real driver, the real reader and a real FileRecorder into
+a temporary directory, and compares what was recorded with what the
+simulated meter says it sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from keilib.broute import BrouteReader, State
+from keilib.clock import ScaledClock
+from keilib.errors import ConfigError
+from keilib.recorder import FileRecorder
+from keilib.sim import protocol_sim, register_url_handler
+from keilib.sim.meter import SmartMeter
+from keilib.sim.transport import PtyTransport
+from keilib.sim.wisun import WisunModule
+from keilib.skstack import BP35A1, BP35C2, WiSunRL7023
+from support import read_text, wait_for
+
+ROUTE_B_ID = "00112233445566778899AABBCCDDEEFF"
+PASSWORD = "0123456789AB"
+FAST = [{"epc": ["E7", "E8"], "cycle": 2}, {"epc": ["E0", "E3"], "cycle": 3}]
+DRIVERS = {
+    "ips": lambda port: WiSunRL7023(port, 115200, type=WiSunRL7023.IPS),
+    "dss": lambda port: WiSunRL7023(port, 115200, type=WiSunRL7023.DSS),
+    "bp35a1": lambda port: BP35A1(port, 115200),
+    "bp35c2": lambda port: BP35C2(port, 115200),
+}
+_names = itertools.count()
+
+
+class Rig:
+    """A module + meter, a port (sim:// or pty), a reader and a recorder."""
+
+    def __init__(self, tmp_path: Path, kind: str = "bp35c2", transport: str = "sim", scale: float = 5.0,
+                 requests: Any = None, response_timeout: float = 2.0, reverse: bool = False,
+                 **module_options: Any):
+        register_url_handler()
+        self.tmp = tmp_path
+        self.kind = kind
+        self.clock = ScaledClock(scale)
+        self.module = WisunModule(kind=kind, latency="zero", clock=self.clock, seed=7,
+                                  meter=SmartMeter(seed=7, reverse=reverse), **module_options)
+        self.pty = None
+        self.name = "broute-%d" % next(_names)
+        if transport == "sim":
+            protocol_sim.register(self.name, self.module)
+            self.port = "sim://wisun?name=%s" % self.name
+        else:
+            self.pty = PtyTransport(self.module, link_path=str(tmp_path / "ttyWISUN"))
+            self.port = str(tmp_path / "ttyWISUN")
+        self.requests = requests or FAST
+        self.response_timeout = response_timeout
+        self.record_que: "queue.Queue[Any]" = queue.Queue(1000)
+        self.recorder = FileRecorder(self.record_que, fname_base="br", directory=str(tmp_path))
+        self.reader = self.new_reader()
+
+    def new_reader(self) -> BrouteReader:
+        return BrouteReader(DRIVERS[self.kind](self.port), ROUTE_B_ID, PASSWORD, requests=self.requests,
+                            record_que=self.record_que, scan_cache=str(self.tmp / "scancache.json"),
+                            response_timeout=self.response_timeout, clock=self.clock)
+
+    def start(self) -> "Rig":
+        self.recorder.start()
+        self.reader.start()
+        return self
+
+    def stop(self) -> None:
+        self.reader.stop(5)
+        self.recorder.stop(5)
+        self.module.close()
+        if self.pty is not None:
+            self.pty.close()
+        else:
+            protocol_sim.forget(self.name)
+
+    def lines(self, sensor: str = "") -> List[List[str]]:
+        rows = [line.split(",") for path in sorted(self.tmp.glob("2*-br.txt"))
+                for line in read_text(path).splitlines()]
+        return [row for row in rows if not sensor or row[2] == sensor]
+
+    def wait_records(self, sensor: str, count: int, timeout: float = 15.0) -> List[List[str]]:
+        return wait_for(lambda: len(self.lines(sensor)) >= count and self.lines(sensor), timeout=timeout,
+                        message="%d %s records" % (count, sensor))
+
+    def served(self, epc: int) -> List[Any]:
+        return [s.value for s in list(self.module.meter.served) if s.epc == epc]
+
+    def check_values(self) -> None:
+        """Every recorded value is one the meter sent (nothing garbled, nothing invented)."""
+        power = set(self.served(0xE7))
+        currents = self.served(0xE8)
+        energy = {round(raw * 0.1, 4) for raw in self.served(0xE0) if isinstance(raw, int)}
+        for _, unit, sensor, value, data_id in self.lines():
+            assert unit == "BR" and data_id == "x"
+            if sensor == "E7":
+                assert int(value) in power
+            elif sensor == "E8R":
+                assert float(value) in {c.r for c in currents}
+            elif sensor == "E8T":
+                assert float(value) in {c.t for c in currents}
+            elif sensor == "E0":
+                assert float(value) in energy
+            elif sensor in ("EA", "EB", "E3"):
+                assert float(value) >= 0
+            else:
+                raise AssertionError("unexpected sensor %s" % sensor)
+
+    def assert_healthy(self) -> None:
+        assert self.reader.is_alive() and self.reader.failure is None
+        assert self.recorder.is_alive()
+        self.check_values()
+
+
+@pytest.fixture
+def rigs(tmp_path):
+    made: List[Rig] = []
+
+    def make(**options: Any) -> Rig:
+        rig = Rig(tmp_path, **options)
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        rig.stop()
+
+
+@pytest.mark.parametrize("transport", ["sim", "pty"])
+@pytest.mark.parametrize("kind", sorted(DRIVERS))
+def test_cold_then_warm_start_reach_polling(rigs, kind, transport, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = rigs(kind=kind, transport=transport).start()
+    rig.wait_records("E7", 2)
+    rig.wait_records("E0", 1)
+    assert "active scan" in caplog.text
+    assert (rig.tmp / "scancache.json").exists()
+    rig.reader.stop(5)
+    assert "session terminated (SKTERM)" in caplog.text
+    caplog.clear()
+    before = len(rig.lines("E7"))
+    rig.reader = rig.new_reader()          # a restart: the cached scan result is used
+    rig.reader.start()
+    rig.wait_records("E7", before + 2)
+    assert "using the cached scan result" in caplog.text
+    assert "active scan" not in caplog.text
+    rig.assert_healthy()
+    assert rig.lines("E8R") and rig.lines("E0")
+    if kind in ("dss", "bp35c2"):
+        assert rig.lines("E8T")
+
+
+def test_values_match_the_meter_model_exactly(rigs):
+    rig = rigs(kind="bp35c2").start()
+    rig.wait_records("E7", 3)
+    rig.reader.stop(5)
+    rig.recorder.stop(5)
+    recorded = [int(row[3]) for row in rig.lines("E7")]
+    assert recorded == rig.served(0xE7)[:len(recorded)]
+    energy = [float(row[3]) for row in rig.lines("E0")]
+    assert energy == [round(raw * 0.1, 4) for raw in rig.served(0xE0)[:len(energy)]]
+
+
+def test_fixed_time_notifications_are_recorded_with_the_meter_timestamp(rigs):
+    # 600x: a half-hour boundary passes every 3 s of real time
+    rig = rigs(kind="ips", scale=600.0, reverse=True, response_timeout=60.0).start()
+    rows = rig.wait_records("EA", 1, timeout=20)
+    rig.wait_records("EB", 1, timeout=10)
+    stamp = rows[0][0]
+    assert stamp.endswith(":00:00") or stamp.endswith(":30:00")
+    rig.assert_healthy()
+
+
+# -- faults: each one injected while polling; the reader recovers by itself ----------
+
+def _polling(rig: Rig) -> int:
+    rig.wait_records("E7", 2)
+    return len(rig.lines("E7"))
+
+
+def _resumes(rig: Rig, before: int, bound: float) -> None:
+    rig.wait_records("E7", before + 2, timeout=bound)
+    rig.assert_healthy()
+
+
+FAULTS: Dict[str, Any] = {
+    # name: (inject, undo or None, bound in real seconds for recording to resume)
+    "meter_out_of_range": (lambda m: m.set_out_of_range(True), lambda m: m.set_out_of_range(False), 30),
+    "meter_silent": (lambda m: m.set_silent(True), lambda m: m.set_silent(False), 30),
+    "session_expiry_reauth_ok": (lambda m: m.expire_session(), None, 10),
+    "session_expiry_reauth_fails": (lambda m: m.expire_session(reauth="fail"), None, 20),
+    "peer_terminates": (lambda m: m.terminate_session(), None, 15),
+    "tx_restriction": (lambda m: m.restrict_tx(seconds=20.0), None, 15),
+    "garbage_on_line": (lambda m: [m.inject_garbage() for _ in range(5)], None, 10),
+    "truncated_erxudp": (lambda m: m.corrupt_next_reply("truncated", count=3), None, 15),
+    "malformed_erxudp": (lambda m: m.corrupt_next_reply("malformed", count=3), None, 15),
+    "delayed_reply": (lambda m: m.delay_next_reply(seconds=15.0, count=2), None, 15),
+    "duplicated_reply": (lambda m: m.duplicate_next_reply(count=3), None, 10),
+    "module_reset": (lambda m: m.reset(), None, 20),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_reader_recovers_from_fault(rigs, fault, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    inject, undo, bound = FAULTS[fault]
+    rig = rigs(kind="bp35c2").start()
+    before = _polling(rig)
+    inject(rig.module)
+    if undo is not None:
+        time.sleep(2)                          # let the reader notice
+        assert rig.reader.is_alive()
+        undo(rig.module)
+    _resumes(rig, len(rig.lines("E7")), bound)
+    assert len(rig.lines("E7")) >= before + 2
+
+
+def test_duplicated_and_delayed_replies_are_recorded_once(rigs):
+    rig = rigs(kind="bp35c2").start()
+    before = _polling(rig)
+    rig.module.duplicate_next_reply(count=3)
+    rig.module.delay_next_reply(seconds=4.0, count=1)
+    rig.wait_records("E7", before + 4)
+    rig.reader.stop(5)
+    rig.recorder.stop(5)
+    recorded = [int(row[3]) for row in rig.lines("E7")]
+    served = rig.served(0xE7)
+    # the records are a subsequence of the meter's answers: one record per
+    # answer at most (a late answer to a request asked again may be dropped,
+    # never doubled)
+    remaining = iter(served)
+    assert all(any(value == answer for answer in remaining) for value in recorded), (recorded, served)
+
+
+def test_device_unplugged_and_back_over_pty(rigs, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = rigs(kind="ips", transport="pty").start()
+    _polling(rig)
+    rig.pty.unplug()
+    wait_for(lambda: "B-route: POLL -> INIT" in caplog.text, timeout=10)
+    time.sleep(1.0)
+    rig.pty.replug()
+    _resumes(rig, len(rig.lines("E7")), 30)
+
+
+def test_device_unplugged_and_back_via_sim_url(rigs, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = rigs(kind="bp35a1").start()
+    _polling(rig)
+    protocol_sim.unplug(rig.name)
+    wait_for(lambda: "-> INIT" in caplog.text, timeout=10)
+    protocol_sim.replug(rig.name)
+    _resumes(rig, len(rig.lines("E7")), 30)
+
+
+def test_meter_never_found_keeps_trying_and_stops_promptly(rigs, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = rigs(kind="dss", out_of_range=True).start()
+    wait_for(lambda: caplog.text.count("no smart meter found") >= 2, timeout=20)
+    started = time.monotonic()
+    assert rig.reader.stop(5)
+    assert time.monotonic() - started < 2
+    assert not rig.lines()
+
+
+def test_wrong_password_never_joins_and_stops_promptly(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = Rig(tmp_path, kind="bp35c2", password="XXXXXXXXXXXX")
+    try:
+        rig.start()
+        wait_for(lambda: "join failed" in caplog.text or "join with the known PAN failed" in caplog.text,
+                 timeout=20)
+        started = time.monotonic()
+        assert rig.reader.stop(5)
+        assert time.monotonic() - started < 2
+        assert not rig.lines()
+    finally:
+        rig.stop()
+
+
+@pytest.mark.parametrize("state", ["SCAN", "JOIN", "POLL"])
+def test_stop_is_honoured_within_two_seconds_in_every_state(tmp_path, state):
+    # realistic latencies: a scan of duration 6 takes 17 s, a join about 3 s
+    register_url_handler()
+    module = WisunModule(kind="bp35c2", latency="realistic", seed=3, scan_min=6)
+    name = "stop-%s" % state
+    protocol_sim.register(name, module)
+    reader = BrouteReader(BP35C2("sim://wisun?name=%s" % name), ROUTE_B_ID, PASSWORD,
+                          requests=[{"epc": ["E7"], "cycle": 5}], record_que=queue.Queue(),
+                          scan_cache=str(tmp_path / "cache.json"))
+    if state != "SCAN":
+        # a cached scan result skips the long scan
+        (tmp_path / "cache.json").write_text('{"channel": 59, "pan_id": %d, "addr": "%s"}'
+                                             % (module.pan_id, module.meter_mac))
+    try:
+        reader.start()
+        wait_for(lambda: reader.state == State[state], timeout=20)
+        started = time.monotonic()
+        assert reader.stop(5)
+        assert time.monotonic() - started < 2
+    finally:
+        module.close()
+        protocol_sim.forget(name)
+
+
+def test_secrets_never_logged(rigs, caplog):
+    caplog.set_level(logging.DEBUG)
+    rig = rigs(kind="bp35a1").start()
+    rig.wait_records("E7", 1)
+    rig.reader.stop(5)
+    assert ROUTE_B_ID not in caplog.text and PASSWORD not in caplog.text
+    assert "SKSETPWD C ********" in caplog.text
+
+
+@pytest.mark.parametrize("requests,message", [
+    ([{"epc": ["E7"], "cycle": 0}], "'cycle' must be a positive number"),
+    ([{"epc": ["ZZ"], "cycle": 10}], "unknown EPC 'ZZ'"),
+    ([{"epc": [], "cycle": 10}], "'epc' must be a non-empty list"),
+    ([{"epc": ["E7"]}], "must be {'epc': [...], 'cycle': seconds}"),
+    ("E7", "must be a list of"),
+    ([{"epc": ["E7", "E8", "E0", "E3", "D3", "D7", "E1"], "cycle": 60}], "at most 6 EPCs"),
+    ([{"epc": ["E7"], "cycle": 0.01}], "would transmit about"),
+])
+def test_bad_request_lists_are_refused_at_construction(requests, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        BrouteReader(BP35C2("/dev/null"), ROUTE_B_ID, PASSWORD, requests=requests)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("args,message", [
+    (dict(broute_id="short"), "32-character Route-B ID"),
+    (dict(broute_pwd=""), "Route-B password"),
+    (dict(wisundev="COM3"), "must be a Wi-SUN device"),
+])
+def test_bad_arguments_are_refused_at_construction(args, message):
+    values = dict(wisundev=BP35C2("/dev/null"), broute_id=ROUTE_B_ID, broute_pwd=PASSWORD)
+    values.update(args)
+    with pytest.raises(ConfigError) as info:
+        BrouteReader(**values)
+    assert message in str(info.value)
+    assert PASSWORD not in str(info.value)
