@@ -11,7 +11,8 @@ URL grammar::
     <device>   a key of DEVICE_MODULES ('wisun'; a colleague adds 'sensor')
     name=<n>   keep the device in a registry under <n>: closing and reopening the
                URL reaches the same device (and meter), and tests reach it with
-               get_device(n), unplug(n), replug(n)
+               get_device(n), unplug(n), replug(n); register(n, device) puts a
+               ready-made device there first
     others     the device module's options (keilib.sim.wisun.URL_GRAMMAR);
                unknown options are refused with the grammar in the message
 
@@ -62,6 +63,14 @@ class _Entry:
 # instances itself, from nothing but the URL.
 _registry: Dict[str, _Entry] = {}
 _registry_lock = threading.Lock()
+
+
+def register(name: str, device: Any) -> None:
+    """Put a ready-made device under ``name`` (tests: a FakeClock, a pinned meter)."""
+    with _registry_lock:
+        if name in _registry:
+            raise ValueError("a simulated device named %r exists already" % name)
+        _registry[name] = _Entry(device)
 
 
 def get_device(name: str) -> Any:

@@ -59,7 +59,11 @@ class Scheduler:
     """Run callbacks after delays measured on ``clock``, in one thread.
 
     ``call_later(delay, fn, *args, tag=...)`` queues ``fn(*args)``; callbacks
-    with equal due times run in the order they were queued.  ``cancel(tag)``
+    with equal due times run in the order they were queued.  A callback that
+    queues the next step of a timeline counts its delay from its own due time,
+    not from "now", so a timeline keeps its shape however late the thread
+    runs (and a test that advances a FakeClock by 5 s sees every step due by
+    then).  ``cancel(tag)``
     drops every pending callback with that tag (e.g. a scan in progress when
     the module is reset).  The thread sleeps on the clock until the earliest
     due time or until a new item is queued; it never polls.
@@ -72,11 +76,15 @@ class Scheduler:
         self._counter = itertools.count()
         self._wake = threading.Event()
         self._closed = False
+        self._running_due: Optional[float] = None   # due time of the callback running now
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any, tag: str = "") -> None:
-        due = self.clock.monotonic() + max(0.0, delay)
+        base = self._running_due
+        if base is None or threading.current_thread() is not self._thread:
+            base = self.clock.monotonic()
+        due = base + max(0.0, delay)
         with self._lock:
             if self._closed:
                 return
@@ -123,10 +131,13 @@ class Scheduler:
                 self.clock.wait(self._wake, timeout)
                 continue
             fn, args = due_item[3], due_item[4]
+            self._running_due = due_item[0]
             try:
                 fn(*args)
             except Exception:  # noqa: BLE001 - one bad callback must not stop the device
                 logger.exception("simulator callback %r failed", getattr(fn, "__name__", fn))
+            finally:
+                self._running_due = None
 
 
 class PtyTransport:

@@ -467,6 +467,7 @@ class WisunModule:
         self._pwd: Optional[str] = None
         self._session = SESSION_NONE
         self._session_peer: Optional[str] = None
+        self._announce = False
         self._pana_session = 0
         self._pana_seq = 0
         self._neighbours: set = set()
@@ -700,7 +701,7 @@ class WisunModule:
             if dest not in self._neighbours and not multicast:
                 self._event(0x21, dest, 0x02)      # NS first; the UDP packet follows the NA
                 self._neighbours.add(dest)
-            self._event(0x21, dest, 0x00)
+            self._sent(dest)
             delivered = True
         self._line_out("OK")
         self._busy = False
@@ -750,10 +751,14 @@ class WisunModule:
         self._tx_log.append((now, airtime))
         self._tx_total_ms += airtime
         self._regs[0x07] = (self._regs[0x07] + 1) & 0xFFFFFFFF
-        if self._window_ms(now) >= self.tx_budget_ms:
+        return True
+
+    def _sent(self, peer: str, param: int = 0x00) -> None:
+        """EVENT 21 for a frame just transmitted; then EVENT 32 if it used up the budget."""
+        self._event(0x21, peer, param)
+        if not self._regs[0xFB] and self._window_ms(self.clock.monotonic()) >= self.tx_budget_ms:
             self._set_restricted(True)
             self._schedule_release()
-        return True
 
     def _window_ms(self, now: float) -> float:
         while self._tx_log and self._tx_log[0][0] <= now - TX_WINDOW:
@@ -931,6 +936,7 @@ class WisunModule:
         self._scheduler.cancel("session")
         self._session = SESSION_JOINING
         self._session_peer = peer
+        self._announce = True          # a new PANA session: the meter's node starts up again
         self._pana_session = self._rng.getrandbits(32)
         self._after(self._delay("ns"), self._pana_start, peer, tag="session")
 
@@ -952,7 +958,7 @@ class WisunModule:
         self._scheduler.cancel("session")
         self._session = SESSION_NONE
         self._transmit(16)
-        self._event(0x21, peer, 0x00)             # PANA-Termination-Request sent
+        self._sent(peer)                           # PANA-Termination-Request sent
         if self.silent or not self._reachable():
             self._after(self._delay("term_timeout"), self._event, 0x28, peer, tag="session")
         else:
@@ -1030,7 +1036,7 @@ class WisunModule:
             self._after(self._delay("join_timeout"), self._join_failed, peer, tag="session")
             return
         self._neighbours.add(peer)
-        self._transmit(16)
+        self._transmit(16)                         # PANA-Client-Initiation
         self._event(0x02, peer)
         self._after(self._delay("pana_rtt"), self._pana_step, peer, 1, tag="session")
 
@@ -1084,14 +1090,16 @@ class WisunModule:
     def _pana_answer_then(self, peer: str, then: Callable[[], Any]) -> None:
         """The module answers the meter's PANA message (EVENT 21 00), then ``then()``."""
         self._transmit(16)
-        self._event(0x21, peer, 0x00)
+        self._sent(peer)
         then()
 
     def _join_done(self, peer: str) -> None:
         self._session = SESSION_UP
         self._event(0x25, peer)
         self._after(self.lifetime, self._lifetime_expired, tag="session")
-        self._after(self._delay("instance_list"), self._instance_list, tag="session")
+        if self._announce:             # not after a re-authentication
+            self._announce = False
+            self._after(self._delay("instance_list"), self._instance_list, tag="session")
 
     def _join_failed(self, peer: str) -> None:
         self._session = SESSION_NONE
