@@ -182,7 +182,13 @@ def site(tmp_path_factory):
     outside.mkdir()
     (outside / "sum20260520-secret.txt").write_text("%s 10:00,%s,X,1\n" % (stamp, SECRET))
     (root / "sum20260520-secret.txt").write_text("%s 10:00,%s,X,1\n" % (stamp, SECRET))
-    server = PhpServer(REPO / "php", env={"KEI_DATA_DIR": str(data), "TZ": "Asia/Tokyo"})
+    # Only our ini: every error level reported to the server log, and none of
+    # Debian's optional extensions (ctype, iconv, mbstring...) loaded.
+    ini = root / "ini"
+    ini.mkdir()
+    (ini / "kei-test.ini").write_text("error_reporting=E_ALL\nlog_errors=On\ndisplay_errors=Off\n")
+    server = PhpServer(REPO / "php", env={"KEI_DATA_DIR": str(data), "TZ": "Asia/Tokyo",
+                                          "PHP_INI_SCAN_DIR": str(ini)})
     server.start()
     yield {"url": server.url(""), "data": data, "truth": truth, "server": server}
     server.close()
@@ -456,3 +462,11 @@ def test_the_browser_helper_sees_errors_and_outside_requests(browser):
                 "<script>console.error('kei-probe')</script>")
     assert any("kei-probe" in message for message in browser.console_errors())
     assert "http://127.0.0.2:9/x.png" in browser.requested_urls()
+
+
+def test_no_php_error_warning_or_notice_was_logged(site):
+    """Runs last: every request above went through this server (E_ALL)."""
+    fetch(site, date="20260520", base="home")
+    log = site["server"].log()
+    assert "GET /?date=20260520&base=home" in log
+    assert not re.search(r"PHP (Fatal|Parse|Warning|Notice|Deprecated|Strict)", log), log[-3000:]
