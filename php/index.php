@@ -499,7 +499,7 @@ function graph_at_boundaries(array $t, array $v, bool $exact_only): array
 function graph_half_hours(array $sources): array
 {
     $known = [];
-    foreach ($sources as [$name, $t, $v, $exact_only]) {
+    foreach ($sources as [, $t, $v, $exact_only]) {
         foreach (graph_at_boundaries($t, $v, $exact_only) as $k => $value) {
             if (!isset($known[$k])) {
                 $known[$k] = [$value, $exact_only];
@@ -634,8 +634,9 @@ function graph_build(string $dir, string $ymd, string $base, bool $with_raw): ar
                 $sources[] = [$key, $times[$kind][$key], $values[$kind][$key], $exact_only];
             }
         }
-        if ($sources) {
-            $energy[$direction] = [$color, graph_half_hours($sources)];
+        $slots = graph_half_hours($sources);
+        if ($slots) {
+            $energy[$direction] = [$color, $slots];
         }
     }
     return ['files' => $files, 'charts' => $charts, 'energy' => $energy, 'hidden' => $hidden];
