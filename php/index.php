@@ -449,11 +449,14 @@ function graph_line_chart(string $id, string $label, string $y_unit, array $seri
     foreach ($series as $one) {
         $vertices = graph_downsample($one['t'], $one['v']);
         $d = [];
-        $first = true;
-        foreach ($vertices as [$time, $value, $breaks]) {
-            $d[] = sprintf('%s%.1F %.1F', $first || $breaks ? 'M' : 'L',
+        $last = count($vertices) - 1;
+        foreach ($vertices as $i => [$time, $value, $breaks]) {
+            $starts = $i === 0 || $breaks;
+            $d[] = sprintf('%s%.1F %.1F', $starts ? 'M' : 'L',
                 GRAPH_LEFT + $time / GRAPH_COLUMN_SECONDS, $bottom - ($value - $axis_low) * $scale);
-            $first = false;
+            if ($starts && ($i === $last || $vertices[$i + 1][2])) {
+                $d[] = 'h0';                // a lone reading: a dot (round line cap)
+            }
         }
         $svg .= sprintf('<path class="series %s" d="%s" stroke="%s" data-unit="%s" data-sensor="%s" '
             . 'data-kind="%s" data-points="%d" data-vertices="%d"><title>%s</title></path>',
@@ -728,7 +731,7 @@ svg.chart .grid line.zero { stroke: #999; }
 svg.chart text { font: 12px system-ui, sans-serif; fill: #444; }
 svg.chart .ylabel, svg.chart .yunit { text-anchor: end; }
 svg.chart .xlabel { text-anchor: middle; }
-svg.chart path.series { fill: none; stroke-linejoin: round; }
+svg.chart path.series { fill: none; stroke-linejoin: round; stroke-linecap: round; }
 svg.chart path.raw { stroke-width: 1; stroke-opacity: 0.45; }
 svg.chart path.avg { stroke-width: 2.2; }
 svg.chart rect.raw { opacity: 0.45; }
@@ -752,7 +755,7 @@ svg.chart rect.bar.estimated { opacity: 0.6; }
 <?php if ($found): ?>
 <label>Logger <select name="base">
 <?php foreach (array_keys($found) as $name): ?>
-<option value="<?= graph_h((string) $name) ?>"<?= (string) $name === $base ? ' selected' : '' ?>><?= graph_h((string) $name) ?> (<?= count($found[$name]) ?> days)</option>
+<option value="<?= graph_h((string) $name) ?>"<?= (string) $name === $base ? ' selected' : '' ?>><?= graph_h((string) $name) ?> (<?= count($found[$name]) ?> day<?= count($found[$name]) === 1 ? '' : 's' ?>)</option>
 <?php endforeach ?>
 </select></label>
 <?php endif ?>

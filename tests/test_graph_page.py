@@ -174,6 +174,7 @@ def site(tmp_path_factory):
         "%s 10:01:00,A,T1,21.0,x\r\n" % stamp,            # CRLF is fine
         "%s 10:00:50,A,T1,20.75,x\n" % stamp,             # out of order: sorted
     ]))
+    (data / "sum20260520-lone.txt").write_text("%s 12:00,B,P1,7\n" % stamp)
     # Names that do not match the allowed pattern are never listed or read.
     for name in ("20260520-<i>x.txt", "sum20260520-a b.txt", "sum20260520-x.txt.bak",
                  ".sum20260520-hidden.txt", "sum2026052-short.txt"):
@@ -307,7 +308,7 @@ def test_hostile_ids_in_a_file_are_escaped(site):
 def test_only_well_named_files_are_listed(site):
     html = fetch(site, date="20260520").text
     bases = re.findall(r'<option value="([^"]*)"', html)
-    assert bases == ["e0only", "evil", "home", "messy"]
+    assert bases == ["e0only", "evil", "home", "lone", "messy"]
     for text in ("&lt;i&gt;", "a b", ".bak", "hidden", "short", SECRET):
         assert text not in html
 
@@ -362,6 +363,13 @@ def test_bad_lines_are_counted_and_skipped(site):
     assert [(s["data-sensor"], s["data-points"]) for s in series] == [("T1", "3")]
     times = [x for _, x, _ in _path_vertices(series[0]["d"])]
     assert times == sorted(times)
+
+
+def test_a_lone_reading_is_drawn_as_a_dot(site):
+    html = fetch(site, date="20260520", base="lone").text
+    (series,) = attributes(html, "path", "series")
+    assert (series["data-points"], series["data-vertices"]) == ("1", "1")
+    assert re.fullmatch(r"M[0-9.]+ [0-9.]+h0", series["d"])      # zero-length, round cap
 
 
 def test_nothing_refers_outside_the_page(site):
