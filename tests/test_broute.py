@@ -200,7 +200,7 @@ FAULTS: Dict[str, Any] = {
     "session_expiry_reauth_ok": (lambda m: m.expire_session(), None, 10),
     "session_expiry_reauth_fails": (lambda m: m.expire_session(reauth="fail"), None, 20),
     "peer_terminates": (lambda m: m.terminate_session(), None, 15),
-    "tx_restriction": (lambda m: m.restrict_tx(seconds=20.0), None, 15),
+    "tx_restriction": (lambda m: m.restrict_tx(seconds=5.0), None, 15),
     "garbage_on_line": (lambda m: [m.inject_garbage() for _ in range(5)], None, 10),
     "truncated_erxudp": (lambda m: m.corrupt_next_reply("truncated", count=3), None, 15),
     "malformed_erxudp": (lambda m: m.corrupt_next_reply("malformed", count=3), None, 15),
@@ -218,7 +218,7 @@ def test_reader_recovers_from_fault(rigs, fault, caplog):
     before = _polling(rig)
     inject(rig.module)
     if undo is not None:
-        time.sleep(2)                          # let the reader notice
+        time.sleep(1)                          # let the reader notice
         assert rig.reader.is_alive()
         undo(rig.module)
     _resumes(rig, len(rig.lines("E7")), bound)
