@@ -392,6 +392,9 @@ def prepare(config_path: str) -> tuple:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     workdir = os.getcwd()
+    # sim:// ports (the built-in simulator) work in every config.
+    from keilib.sim import register_url_handler
+    register_url_handler()
     if args.demo:
         from keilib import demo
         config_path = demo.write_config(workdir)
