@@ -303,7 +303,8 @@ class PtyTransport:
                     try:
                         self.device.receive(data)
                     except Exception:  # noqa: BLE001 - a device bug must not kill the line
-                        logger.exception("simulated device failed on input %r", data[:40])
+                        # (length only: the input may hold a Route-B password)
+                        logger.exception("simulated device failed on %d bytes of input", len(data))
 
     def _flush(self, master: int) -> None:
         with self._lock:
