@@ -8,7 +8,7 @@ After ``keilib.sim.register_url_handler()``::
 URL grammar::
 
     sim://<device>[?<option>=<value>[&<option>=<value>...]]
-    <device>   a key of DEVICE_MODULES ('wisun'; a colleague adds 'sensor')
+    <device>   a key of DEVICE_MODULES ('wisun', 'sensor')
     name=<n>   keep the device in a registry under <n>: closing and reopening the
                URL reaches the same device (and meter), and tests reach it with
                get_device(n), unplug(n), replug(n); register(n, device) puts a
