@@ -46,6 +46,7 @@ import logging
 import math
 import queue
 import re
+import time
 from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import serial  # pyserial (absolute import: this module is keilib.serial)
@@ -263,6 +264,13 @@ class SerialReader(Worker):
     reopened after 1 s, 2 s, 4 s ... up to 30 s; when it is back that is logged
     (WARNING) and reading goes on.  A partial line from before is discarded.
 
+    Opening mid-line: a device that streams while the port is opened delivers
+    the tail of a line first, and a tail often parses (``nit1,temp,22.5,7``
+    from ``unit1,...``) into a reading of a unit that does not exist.  So if
+    bytes arrive within ``SETTLE_SECONDS`` (0.05 s) of the open, everything up
+    to the first newline is discarded (INFO log); a line that starts later is
+    whole and kept.  ``connected`` turns True once that time has passed.
+
     Full ``record_que``: the reader waits for room (the bytes meanwhile wait
     in the port's buffer) and logs a WARNING once if that lasts
     ``QUEUE_WARN_SECONDS`` (5 s).  A reading that could not be queued within
@@ -289,6 +297,7 @@ class SerialReader(Worker):
 
     LINE_LIMIT = 256             # bytes; a longer line is discarded
     READ_TIMEOUT = 0.2           # seconds a read blocks: bounds the stop latency
+    SETTLE_SECONDS = 0.05        # bytes this soon after an open may be a line's tail
     DUP_LINES = 16
     DUP_SECONDS = 60.0
     REOPEN_FIRST = 1.0
@@ -317,6 +326,10 @@ class SerialReader(Worker):
         self.stats: Dict[str, int] = dict.fromkeys(
             ("lines", "records", "invalid", "duplicates", "rejected", "dropped"), 0)
         self._serial: Optional[Any] = None
+        # Real time (like the port timeout): it is about bytes on the wire, not the clock.
+        self._settle_until = 0.0
+        self._skip_partial = False      # discard up to the next newline
+        self._first_data = False        # nothing read since the port was opened
         self._splitter = LineSplitter(self.LINE_LIMIT)
         self._duplicates = DuplicateFilter(self.DUP_LINES, self.DUP_SECONDS)
         self._reopen_delay = self.REOPEN_FIRST
@@ -329,8 +342,8 @@ class SerialReader(Worker):
 
     @property
     def connected(self) -> bool:
-        """True while the port is open."""
-        return self._serial is not None
+        """True while the port is open and past its settle time (see the class doc)."""
+        return self._serial is not None and time.monotonic() >= self._settle_until
 
     # -- the loop ---------------------------------------------------------
     def step(self) -> None:
@@ -348,8 +361,17 @@ class SerialReader(Worker):
             return
         if not data:
             return
+        if self._first_data:
+            # Only the first bytes after an open can start inside a line.
+            self._first_data = False
+            self._skip_partial = time.monotonic() < self._settle_until
         now = self.clock.now()
         for raw, overlong in self._splitter.feed(data):
+            if self._skip_partial:
+                self._skip_partial = False
+                logger.info("port %s: discarded the first line after opening, maybe a line's tail: %s",
+                            self.port, show(raw))
+                continue
             self._handle_line(raw, overlong, now)
 
     def cleanup(self) -> None:
@@ -375,6 +397,9 @@ class SerialReader(Worker):
             self._reopen_delay = min(self._reopen_delay * 2, self.REOPEN_MAX)
             return
         self._splitter.reset()
+        self._settle_until = time.monotonic() + self.SETTLE_SECONDS
+        self._skip_partial = False
+        self._first_data = True
         self._reopen_delay = self.REOPEN_FIRST
         if self._down_since is not None and self._ever_opened:
             logger.warning("port %s: back after %.0f s; reading again", self.port,

@@ -14,7 +14,6 @@ from typing import List, Optional
 
 import pytest
 
-import keilib.serial as kserial
 from keilib.errors import ConfigError, ProtocolError
 from keilib.record import Record
 from keilib.serial import (Checker, DuplicateFilter, LineSplitter, OutlierChecker, Reading, SerialReader,
@@ -463,14 +462,20 @@ def test_reopen_backoff_doubles_to_the_cap(tmp_path):
     assert reader.waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
 
 
-def flood(master: int, chunk: bytes, done: threading.Event) -> None:
-    """Write ``chunk`` to the pty as fast as it takes it, until ``done``."""
+def flood(master: int, pattern: bytes, done: threading.Event, size: int = 997) -> None:
+    """Write ``pattern`` over and over as one endless stream, ``size`` bytes per write
+    (not a multiple of the line length: writes end mid-line, as a UART's do),
+    as fast as the pty takes it, until ``done``."""
     os.set_blocking(master, False)
+    stream = pattern * (size // len(pattern) + 2)
+    offset = 0
     while not done.is_set():
         try:
-            os.write(master, chunk)
+            written = os.write(master, stream[offset:offset + size])
         except BlockingIOError:
             done.wait(0.001)    # the pty buffer is full: the reader is behind
+            continue
+        offset = (offset + written) % len(pattern)
 
 
 class SlowBackoffReader(SerialReader):
@@ -488,7 +493,7 @@ def test_stop_is_honoured_within_a_second_in_every_state(tmp_path, pty, start_re
                          maxsize=1 if state == "queue full" else 0)
     if state == "flooded":
         done = threading.Event()
-        flooder = threading.Thread(target=flood, args=(pty.master, b"f,s,1\n" * 500, done), daemon=True)
+        flooder = threading.Thread(target=flood, args=(pty.master, b"f,s,1\n", done), daemon=True)
         flooder.start()
         wait_for(lambda: h.reader.stats["records"] > 1000)
     elif state == "port lost":
@@ -538,5 +543,30 @@ def test_full_queue_too_long_drops_with_an_error_naming_each_reading(pty, start_
     assert "(3 dropped)" in warnings_about(caplog, "takes readings again")[0]
 
 
-def test_module_uses_pyserial_not_itself():
-    assert kserial.serial.serial_for_url is not None
+class LongSettleReader(SerialReader):
+    SETTLE_SECONDS = 1.0      # real seconds; long, so the test's write surely falls inside
+
+
+def test_a_line_tail_arriving_right_after_the_open_is_discarded(pty, start_reader, caplog):
+    caplog.set_level(logging.INFO, logger="keilib.serial")
+    h = start_reader(pty.link, cls=LongSettleReader, wait_open=False)
+    wait_for(lambda: h.reader._serial is not None, message="port open")
+    pty.write(b"nit1,temp,22.5,7\nunit1,temp,22.6,8\n")     # the tail of a line, then a whole one
+    wait_for(lambda: h.reader.connected, message="settled")
+    pty.write(b"unit1,temp,22.7,9\n")
+    h.wait_records(2)
+    assert h.values() == [("unit1", "temp", 22.6, "8"), ("unit1", "temp", 22.7, "9")]
+    assert len(warnings_about(caplog, "discarded the first line after opening", logging.INFO)) == 1
+
+
+def test_opening_into_a_running_stream_never_records_a_fragment(pty, start_reader):
+    done = threading.Event()
+    flooder = threading.Thread(target=flood, args=(pty.master, b"unit1,temp,22.5\n", done), daemon=True)
+    flooder.start()
+    try:
+        h = start_reader(pty.link)
+        h.wait_records(500)
+    finally:
+        done.set()
+        flooder.join(5)
+    assert {(unit, sensor, value) for unit, sensor, value, _ in h.values()} == {("unit1", "temp", 22.5)}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
@@ -168,7 +169,8 @@ def collect_records(record_que: "queue.Queue[Record]", into: List[Record]) -> Li
             return into
 
 
-def test_sim_url_through_serial_reader_records_exactly_what_was_sent(sim_names):
+def test_sim_url_through_serial_reader_records_exactly_what_was_sent(sim_names, caplog):
+    caplog.set_level(logging.INFO, logger="keilib.serial")
     sim_names.append("sens-e2e")
     url = "sim://sensor?units=2&sensors=2&rate=500&seed=1&dup=0.1&garbage=0.05&count=400&name=sens-e2e"
     record_que: "queue.Queue[Record]" = queue.Queue()
@@ -179,13 +181,24 @@ def test_sim_url_through_serial_reader_records_exactly_what_was_sent(sim_names):
         node = protocol_sim.get_device("sens-e2e")
         wait_for(lambda: len(node.sent) == 400, timeout=10)
         records: List[Record] = []
-        wait_for(lambda: len(collect_records(record_que, records)) >= len(node.sent), timeout=10)
+        wait_for(lambda: len(collect_records(record_que, records)) >= len(node.sent) - 1, timeout=10)
+        total = len(node.sent) + node.duplicates_sent + sum(node.garbage_sent.values())
+        wait_for(lambda: len(collect_records(record_que, records)) + reader.stats["duplicates"]
+                 + reader.stats["invalid"] + len(discarded(caplog)) == total)
     finally:
         assert reader.stop(5)
     got = [Reading(r.unit, r.sensor, float(r.value), r.data_id) for r in records]
-    assert got == node.sent          # every valid reading once, in order; resends and garbage gone
-    assert reader.stats["duplicates"] == node.duplicates_sent > 0
-    assert reader.stats["invalid"] == sum(node.garbage_sent.values()) > 0
+    # The first lines arrive within the reader's settle time after the open, so the
+    # first one may be discarded as a possible tail of a line.
+    assert len(discarded(caplog)) <= 1
+    skipped = len(node.sent) - len(got)
+    assert skipped in (0, 1) and got == node.sent[skipped:]   # in order; resends and garbage gone
+    assert reader.stats["duplicates"] >= node.duplicates_sent - 1 and node.duplicates_sent > 0
+    assert reader.stats["invalid"] >= sum(node.garbage_sent.values()) - 1 > 0
+
+
+def discarded(caplog) -> list:
+    return [r for r in caplog.records if "discarded the first line" in r.getMessage()]
 
 
 def test_sim_url_unplug_and_replug(sim_names, fake_clock):
