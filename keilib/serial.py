@@ -263,6 +263,8 @@ class SerialReader(Worker):
     or a read fails, that is logged once (WARNING), the port is closed and
     reopened after 1 s, 2 s, 4 s ... up to 30 s; when it is back that is logged
     (WARNING) and reading goes on.  A partial line from before is discarded.
+    The delay starts again from 1 s only once data has been read, so a port
+    that opens but fails at once is retried at most every 30 s, not in a loop.
 
     Opening mid-line: a device that streams while the port is opened delivers
     the tail of a line first, and a tail often parses (``nit1,temp,22.5,7``
@@ -365,6 +367,9 @@ class SerialReader(Worker):
             # Only the first bytes after an open can start inside a line.
             self._first_data = False
             self._skip_partial = time.monotonic() < self._settle_until
+            # The port really works: the next loss starts the back-off afresh.  (Not
+            # at the open: a port that opens and then fails at once would flap.)
+            self._reopen_delay = self.REOPEN_FIRST
         now = self.clock.now()
         for raw, overlong in self._splitter.feed(data):
             if self._skip_partial:
@@ -400,7 +405,6 @@ class SerialReader(Worker):
         self._settle_until = time.monotonic() + self.SETTLE_SECONDS
         self._skip_partial = False
         self._first_data = True
-        self._reopen_delay = self.REOPEN_FIRST
         if self._down_since is not None and self._ever_opened:
             logger.warning("port %s: back after %.0f s; reading again", self.port,
                            self.clock.monotonic() - self._down_since)

@@ -570,3 +570,19 @@ def test_opening_into_a_running_stream_never_records_a_fragment(pty, start_reade
         done.set()
         flooder.join(5)
     assert {(unit, sensor, value) for unit, sensor, value, _ in h.values()} == {("unit1", "temp", 22.5)}
+
+
+class FlappingPortReader(WaitRecordingReader):
+    """Opens fine, then every read fails: the back-off must still grow."""
+
+    def step(self):
+        if self._serial is not None:
+            self._serial.close()          # the next read raises, as on a dead adapter
+        super().step()
+
+
+def test_a_port_that_opens_but_fails_at_once_backs_off(pty):
+    reader = FlappingPortReader(pty.link, 9600, record_que=queue.Queue())
+    reader.start()
+    reader.join(5)
+    assert reader.waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
