@@ -364,6 +364,7 @@ class HttpPostUploader(Worker):
         # Counters for tests and status displays.
         self.sent_batches = 0
         self.failed_attempts = 0
+        self.rate_limited = 0
         self.rejected_batches = 0
 
     # -- worker hooks -----------------------------------------------------
@@ -381,9 +382,11 @@ class HttpPostUploader(Worker):
                 self._send_oldest()
                 return
         elif not self._inbox:
-            item = self.get(self.upload_que)     # idle: block on the queue
-            if item is not None:
-                self._accept(item)
+            try:                                 # idle: block on the queue
+                item = self.upload_que.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                return
+            self._accept(item)                   # (even None: it gets its log line)
             return
         if self._inbox:                          # the spool could not be written
             delay = min(delay, self.retry_min) if len(self.spool) else self.retry_min
@@ -492,16 +495,20 @@ class HttpPostUploader(Worker):
             self.rejected_batches += 1
             logger.error("%s: %s refused %s for %s (%s); moved to %s, not retried",
                          self.name, self.url_for_logs, batch.name, batch.fname, reason, target)
+        elif status == 429 and retry_after is not None:
+            # The endpoint's rate limit: normal while a backlog drains, not a failure.
+            self.rate_limited += 1
+            delay = min(self.retry_max, retry_after)
+            self._next_attempt = self.clock.monotonic() + delay
+            logger.info("%s: %s asks to wait %.0f s (HTTP 429); %d unit(s) spooled",
+                        self.name, self.url_for_logs, delay, len(self.spool))
         else:
-            self._failed(reason, retry_after if status == 429 else None)
+            self._failed(reason)
 
-    def _failed(self, reason: Optional[str], retry_after: Optional[float] = None) -> None:
+    def _failed(self, reason: Optional[str]) -> None:
         self._failures += 1
         self.failed_attempts += 1
-        if retry_after is not None:
-            delay = min(self.retry_max, max(retry_after, 0.0))
-        else:
-            delay = backoff_delay(self._failures, self.retry_min, self.retry_max, self._rng)
+        delay = backoff_delay(self._failures, self.retry_min, self.retry_max, self._rng)
         self._next_attempt = self.clock.monotonic() + delay
         if reason is not None:
             logger.warning("%s: upload to %s failed (%s); %d unit(s) spooled, retry in %.1f s",
