@@ -256,13 +256,23 @@ class Spool:
         parts = [(batch_id(member_ids, number, len(pieces)), piece)
                  for number, piece in enumerate(pieces)]
         name = "%012d%s" % (self._seq(head), BATCH)
-        sealed = {"fname": fname, "parts": [list(part) for part in parts],
-                  "members": members, "items": len(members)}
-        write_atomic(self.directory, name, json.dumps(sealed, ensure_ascii=False).encode("utf-8"))
+        if len(members) == 1 and len(parts) == 1:
+            # An item alone is already in batch form: sealing is a rename.
+            os.replace(self.directory / head, self.directory / name)
+            _fsync_directory(self.directory)
+        else:
+            sealed = {"fname": fname, "parts": [list(part) for part in parts],
+                      "members": members, "items": len(members)}
+            write_atomic(self.directory, name,
+                         json.dumps(sealed, ensure_ascii=False).encode("utf-8"))
+            for member in members:
+                (self.directory / member).unlink()
+            # Members back after a power cut would be removed by open() (the
+            # batch lists them); the fsync keeps that from ever being needed
+            # once the batch has been confirmed and deleted.
+            _fsync_directory(self.directory)
         for member in members:
-            (self.directory / member).unlink()
             del self._units[member]
-        _fsync_directory(self.directory)
         # Same sequence number as the head: still the oldest unit.
         self._units[name] = (fname, size)
         self._units.move_to_end(name, last=False)
@@ -272,8 +282,9 @@ class Spool:
         """The server confirmed ``batch.parts[0]``: forget it durably."""
         batch.parts = batch.parts[1:]
         if not batch.parts:
+            # No directory fsync: should the batch come back after a power
+            # cut, its re-send carries the same id and the server skips it.
             (self.directory / batch.name).unlink()
-            _fsync_directory(self.directory)
             del self._units[batch.name]
             return
         remaining = {"fname": batch.fname, "parts": [list(part) for part in batch.parts],
