@@ -25,6 +25,10 @@ Delivery is a transaction (spool first, delete only on confirmation):
   A crash after the batch file was written but before its member items were
   deleted is repaired at start (members listed in a batch are removed).
 * A part is removed from the batch file only after the server confirmed it.
+  (The deletion of a finished batch is not fsync'd: should it come back
+  after a power cut, its re-send carries the same id and is a no-op.)
+  With an old endpoint that ignores ``id``, a crash between the server's
+  append and that deletion can duplicate one batch: at-least-once there.
 * Connection errors, timeouts, 3xx, 5xx, 408, 429 and 2xx bodies that are not
   ``OK`` (keilog's endpoint answers ``Error: ...`` with 200) keep the batch; it
   is retried with capped exponential backoff and jitter (429: Retry-After).
@@ -369,6 +373,7 @@ class HttpPostUploader(Worker):
         self._rng = random.Random()
         self._session: Optional[requests.Session] = None
         self._inbox: List[Tuple[str, str]] = []   # taken off the queue, not yet spooled
+        self._spool_open = False
         self._spool_failing = False
         self._failures = 0                        # failed attempts in a row
         self._next_attempt = 0.0                  # clock.monotonic() of the next send
@@ -381,6 +386,7 @@ class HttpPostUploader(Worker):
     # -- worker hooks -----------------------------------------------------
     def setup(self) -> None:
         self.spool.open()
+        self._spool_open = True
         self._session = requests.Session()
         logger.info("%s: uploading to %s; spool %s holds %d unit(s)",
                     self.name, self.url_for_logs, self.spool.directory, len(self.spool))
@@ -405,8 +411,11 @@ class HttpPostUploader(Worker):
 
     def cleanup(self) -> None:
         # Nothing accepted is lost: what is still queued goes to the spool.
+        # Without a usable spool it stays in the queue, for the instance the
+        # launcher starts next.
         try:
-            self._take_in()
+            if self._spool_open and not self._spool_failing:
+                self._take_in()
         finally:
             if self._inbox:
                 logger.error("%s: %d item(s) could not be spooled at stop and are lost",

@@ -483,3 +483,16 @@ def test_backoff_waits_on_the_injected_clock(php_server_factory, data_dir, make_
                  message="delivery once the fake clock passed the backoff")
     finally:
         server.close()
+
+
+def test_an_unusable_spool_leaves_the_items_in_the_queue(make_uploader, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    uploader, upload_que = make_uploader("http://127.0.0.1:9/upload.php", start=False,
+                                         spool_dir=blocker / "spool")
+    upload_que.put(["day.txt", "kept for the next instance\n"])
+    uploader.start()
+    uploader.join(5)
+    assert not uploader.is_alive()
+    assert isinstance(uploader.failure, OSError)      # the launcher restarts it
+    assert upload_que.get_nowait() == ["day.txt", "kept for the next instance\n"]
