@@ -220,13 +220,13 @@ def start_order(specs: List[WorkerSpec]) -> List[WorkerSpec]:
 
 # -- logging ---------------------------------------------------------------
 
-def setup_logging(workdir: str, debug: bool) -> logging.Handler:
+def setup_logging(workdir: str, debug: bool, stream: bool = False) -> logging.Handler:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    if debug:
+    if debug or stream:
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
-        root.setLevel(logging.DEBUG)
+        root.setLevel(logging.DEBUG if debug else logging.INFO)
     else:
         handler = logging.handlers.TimedRotatingFileHandler(
             os.path.join(workdir, "kei.log"), when="midnight", backupCount=3, encoding="utf-8")
@@ -395,13 +395,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     # sim:// ports (the built-in simulator) work in every config.
     from keilib.sim import register_url_handler
     register_url_handler()
-    if args.demo:
-        from keilib import demo
-        config_path = demo.write_config(workdir)
-    else:
-        config_path = args.config or os.path.join(workdir, "keiconf.py")
+    config_path = args.config or os.path.join(workdir, "keiconf.py")
     try:
-        specs, instances = prepare(config_path)
+        if args.demo:
+            from keilib import demo
+            specs = validate(demo.config(workdir), "demo")
+            instances = build_all(specs, "demo")
+        else:
+            specs, instances = prepare(config_path)
     except FileNotFoundError:
         sys.stderr.write(NO_CONFIG_HELP.format(path=config_path))
         return EXIT_CONFIG
@@ -412,7 +413,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("kei: %s is valid: %d worker(s): %s" % (
             config_path, len(specs), ", ".join(s.cls.__name__ for s in specs)))
         return EXIT_OK
-    setup_logging(workdir, debug="DEBUG" in os.environ)
+    # The demo logs to the terminal, so a newcomer sees what happens.
+    setup_logging(workdir, debug="DEBUG" in os.environ, stream=args.demo)
     daemon = Daemon(specs, instances)
     daemon.install_signals()
     return daemon.run()

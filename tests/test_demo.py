@@ -1,0 +1,106 @@
+"""``kei.py --demo``: the whole pipeline with no hardware, then its files in the graph page.
+
+One demo run (module fixture) is stopped once the files hold values of both
+readers, two closed 10-minute windows and a half-hourly meter notification;
+the browser test then serves exactly those files with php -S and checks the
+page in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from phpserver import PHP, PhpServer
+from support import PYTHON, REPO, read_text, subprocess_env, wait_for
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def files(workdir: Path, pattern: str) -> str:
+    return "".join(read_text(p) for p in sorted((workdir / "demo-data").glob(pattern)))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    proc = subprocess.Popen([PYTHON, str(REPO / "kei.py"), "--demo"], cwd=workdir, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def ready() -> bool:
+            summary = files(workdir, "sum2*-demo.txt")
+            windows = {line[:16] for line in summary.splitlines()}
+            return (",BR,E7," in summary and ",unit1,temp," in summary and len(windows) >= 2
+                    and ",BR,EA," in files(workdir, "2*-demo.txt"))
+        wait_for(ready, timeout=60, interval=0.2, message="demo files")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    return {"workdir": workdir, "output": output, "returncode": proc.returncode}
+
+
+def test_demo_runs_both_readers_into_files_and_stops_cleanly(demo):
+    assert demo["returncode"] == 0, demo["output"][-2000:]
+    assert "this is a SIMULATION" in demo["output"]
+    raw = files(demo["workdir"], "2*-demo.txt")
+    summary = files(demo["workdir"], "sum2*-demo.txt")
+    for sensor in ("BR,E7", "BR,E8R", "BR,E0", "BR,EA", "unit1,temp", "unit2,hum"):
+        assert ",%s," % sensor in raw, sensor
+    for sensor in ("BR,E7", "unit1,temp"):
+        assert ",%s," % sensor in summary, sensor
+    assert "session terminated (SKTERM)" in demo["output"]
+    if PHP is not None:     # the local endpoint received the 10-minute averages
+        uploaded = files(demo["workdir"], "uploaded/sum2*-demo.txt")
+        assert uploaded and set(uploaded.splitlines()) <= set(summary.splitlines())
+
+
+def counts(text: str) -> Dict[str, int]:
+    return collections.Counter("%s,%s" % tuple(line.split(",")[1:3]) for line in text.splitlines())
+
+
+@pytest.mark.skipif(PHP is None, reason="php not found: apt-get install php-cli")
+def test_demo_files_in_the_graph_page_in_headless_chromium(demo):
+    from browser import Browser, browser_missing
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    data = demo["workdir"] / "demo-data"
+    day_file = sorted(data.glob("2*-demo.txt"))[0]
+    day = day_file.name[:8]
+    raw = counts(read_text(day_file))
+    avg = counts(read_text(data / ("sum%s-demo.txt" % day)))
+    server = PhpServer(REPO / "php", env={"KEI_DATA_DIR": str(data)}).start()
+    try:
+        with Browser(width=1100, height=900) as browser:
+            url = server.url("index.php?date=%s&base=demo" % day)
+            browser.clear_logs()          # forget the new tab page's own requests
+            browser.get(url)
+            charts = browser.execute("""
+                return Array.from(document.querySelectorAll('svg.chart')).map(function (svg) {
+                  return {id: svg.dataset.chart,
+                          series: Array.from(svg.querySelectorAll('path.series')).map(function (p) {
+                            return [p.dataset.unit + ',' + p.dataset.sensor, p.dataset.kind, +p.dataset.points];
+                          })};
+                });""")
+            errors = browser.console_errors()
+            leaving = [u for u in browser.requested_urls()
+                       if not (u.startswith(server.url()) or u.startswith("data:"))]
+            shot = browser.screenshot(ARTIFACTS / "demo-graph-page.png")
+    finally:
+        server.stop()
+    assert errors == [] and leaving == []
+    by_id = {chart["id"]: chart["series"] for chart in charts}
+    assert {"power", "current"} <= set(by_id)      # energy bars need two half-hours of data
+    assert by_id["power"] == [["BR,E7", "raw", raw["BR,E7"]], ["BR,E7", "avg", avg["BR,E7"]]]
+    assert ["BR,E8R", "raw", raw["BR,E8R"]] in by_id["current"]
+    others = {tuple(s[0] for s in series)[0]: series for name, series in by_id.items() if name.startswith("other")}
+    assert set(others) == {"unit1,temp", "unit1,hum", "unit2,temp", "unit2,hum"}
+    for sensor, series in others.items():
+        assert series == [[sensor, "raw", raw[sensor]], [sensor, "avg", avg[sensor]]]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
