@@ -29,6 +29,10 @@
 
 declare(strict_types=1);
 
+// A warning in the answer body would hide "OK." and leak paths: log them instead.
+ini_set('display_errors', '0');
+ini_set('log_errors', '1');
+
 /** The posted field `$name` as a string ('' if missing or an array). */
 function kei_field(string $name): string
 {

@@ -7,15 +7,19 @@
     server.start()              # same port again: clients keep their URL
 
 ``workers`` > 1 sets PHP_CLI_SERVER_WORKERS so that requests really run in
-parallel processes (needed to exercise the endpoint's locking).  The server's
-request log goes to ``server.log_path``.
+parallel processes (needed to exercise the endpoint's locking).  PHP runs with
+every error reported and logged (``-d error_reporting=-1 -d log_errors=1``);
+the server's request and error log goes to ``server.log_path``, and
+``php_errors()`` lists its warnings, notices and errors.
 
-The ``php_server_factory`` fixture builds servers and stops them after the test.
+The ``php_server_factory`` fixture builds servers, stops them after the test
+and fails the test if PHP logged any warning, notice or error.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +33,7 @@ import pytest
 from support import wait_for
 
 PHP = shutil.which("php")
+PHP_ERROR = re.compile(r"PHP (Fatal error|Parse error|Warning|Notice|Deprecated|Strict)")
 
 
 def free_port() -> int:
@@ -76,7 +81,8 @@ class PhpServer:
             # Own process group: the worker processes are children of the
             # first one and must be stopped with it.
             self.process = subprocess.Popen(
-                [PHP, "-S", "127.0.0.1:%d" % self.port, "-t", str(self.docroot)],
+                [PHP, "-d", "error_reporting=-1", "-d", "log_errors=1", "-d", "display_errors=0",
+                 "-S", "127.0.0.1:%d" % self.port, "-t", str(self.docroot)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
 
@@ -110,6 +116,9 @@ class PhpServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def php_errors(self) -> List[str]:
+        return [line for line in self.log().splitlines() if PHP_ERROR.search(line)]
+
     def close(self) -> None:
         self.stop()
         try:
@@ -135,5 +144,8 @@ def php_server_factory():
         return server.start()
 
     yield make
+    errors = []
     for server in servers:
+        errors.extend(server.php_errors())
         server.close()
+    assert not errors, "PHP logged problems:\n" + "\n".join(errors)

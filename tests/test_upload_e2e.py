@@ -127,6 +127,7 @@ def test_outage_kill_and_restart_deliver_every_block_once(tmp_path):
         assert "Connection refused" in output
         assert "accepts uploads again" in output
         assert KEY not in output
+        assert server.php_errors() == []
     finally:
         for process in processes:
             if process.poll() is None:
