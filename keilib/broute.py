@@ -483,7 +483,7 @@ class BrouteReader(Worker):
             return
         self.expire_requests(now)
         self.send_due(now)
-        item = self.device.receive(timeout=min(1.0, self.clock.to_real(self.seconds_to_next(now)) or 0.05))
+        item = self.device.receive(timeout=max(0.05, min(1.0, self.seconds_to_next(now))))
         if item is not None:
             self.handle(item)
 
@@ -691,10 +691,15 @@ class BrouteReader(Worker):
         logger.debug("B-route: %s", record.to_raw_line())
         if self.record_que is None:
             return
-        try:
-            self.record_que.put(record, timeout=5)
-        except queue.Full:
-            logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
+        # Wait for room in short slices, so a stop is still honoured promptly.
+        for _ in range(10):
+            try:
+                self.record_que.put(record, timeout=0.5)
+                return
+            except queue.Full:
+                if self.stopping:
+                    break
+        logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
 
     # -- shutdown ----------------------------------------------------------------
     def cleanup(self) -> None:

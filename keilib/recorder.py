@@ -137,10 +137,14 @@ class FileRecorder(Worker):
     PRODUCES = ("upload_que",)
 
     def __init__(self, record_que: "queue.Queue[Any]", fname_base: str = "data",
-                 upload_que: "Optional[queue.Queue[Any]]" = None, directory: Optional[str] = None,
-                 grace: float = 30.0, retry_seconds: float = 10.0, max_pending: int = 10000,
+                 upload_que: "Optional[queue.Queue[Any]]" = None, disp_def: Any = None,
+                 disp_que: Any = None, directory: Optional[str] = None, grace: float = 30.0,
+                 retry_seconds: float = 10.0, max_pending: int = 10000,
                  clock: Optional[Clock] = None) -> None:
         super().__init__(clock=clock)
+        if disp_def or disp_que is not None:
+            # keilog's FileRecorder took these for a display feature it never built.
+            logger.warning("FileRecorder: 'disp_def'/'disp_que' (keilog's unimplemented display) are ignored")
         if not isinstance(fname_base, str) or not fname_base or os.sep in fname_base:
             raise ValueError("fname_base must be a plain file name part, got %r" % (fname_base,))
         self.record_que = record_que

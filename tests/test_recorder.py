@@ -225,3 +225,12 @@ def test_late_reading_is_raw_only(rig, fake_clock):
 def test_bad_fname_base_is_refused(tmp_path):
     with pytest.raises(ValueError):
         FileRecorder(queue.Queue(), fname_base="a/b", directory=str(tmp_path))
+
+
+def test_keilog_display_arguments_are_accepted_and_ignored(tmp_path, caplog):
+    """keilog's FileRecorder signature had disp_def/disp_que (never implemented)."""
+    recorder = FileRecorder(queue.Queue(), fname_base="d", upload_que=None, disp_def=[], disp_que=None,
+                            directory=str(tmp_path))
+    assert recorder.fname_base == "d" and "ignored" not in caplog.text
+    FileRecorder(queue.Queue(), "d", None, [{"unit": "A"}], queue.Queue(), directory=str(tmp_path))
+    assert "ignored" in caplog.text
