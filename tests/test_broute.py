@@ -44,13 +44,13 @@ class Rig:
 
     def __init__(self, tmp_path: Path, kind: str = "bp35c2", transport: str = "sim", scale: float = 5.0,
                  requests: Any = None, response_timeout: float = 2.0, reverse: bool = False,
-                 **module_options: Any):
+                 infc: bool = False, **module_options: Any):
         register_url_handler()
         self.tmp = tmp_path
         self.kind = kind
         self.clock = ScaledClock(scale)
         self.module = WisunModule(kind=kind, latency="zero", clock=self.clock, seed=7,
-                                  meter=SmartMeter(seed=7, reverse=reverse), **module_options)
+                                  meter=SmartMeter(seed=7, reverse=reverse, infc=infc), **module_options)
         self.pty = None
         self.name = "broute-%d" % next(_names)
         if transport == "sim":
@@ -181,6 +181,16 @@ def test_fixed_time_notifications_are_recorded_with_the_meter_timestamp(rigs):
     rig.assert_healthy()
 
 
+def test_infc_notifications_are_answered_and_recorded(rigs, caplog):
+    caplog.set_level(logging.DEBUG, logger="keilib.skstack")
+    rig = rigs(kind="dss", scale=600.0, infc=True, response_timeout=60.0).start()
+    rig.wait_records("EA", 2, timeout=20)
+    # the meter got its INFC_Res (ESV 7A, same TID, PDC 0) for what it notified
+    assert "05FF010288017A01EA00" in caplog.text.replace(" ", "").upper()
+    wait_for(lambda: not rig.module.meter.pending_infc, timeout=5)
+    rig.assert_healthy()
+
+
 # -- faults: each one injected while polling; the reader recovers by itself ----------
 
 def _polling(rig: Rig) -> int:
@@ -207,6 +217,7 @@ FAULTS: Dict[str, Any] = {
     "delayed_reply": (lambda m: m.delay_next_reply(seconds=15.0, count=2), None, 15),
     "duplicated_reply": (lambda m: m.duplicate_next_reply(count=3), None, 10),
     "module_reset": (lambda m: m.reset(), None, 20),
+    "session_ended_then_joins_refused": (lambda m: (m.fail_joins(2), m.terminate_session()), None, 30),
 }
 
 
