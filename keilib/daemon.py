@@ -415,6 +415,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_OK
     # The demo logs to the terminal, so a newcomer sees what happens.
     setup_logging(workdir, debug="DEBUG" in os.environ, stream=args.demo)
+    if args.demo:
+        logger.warning("DEMO: this is a SIMULATION; no smart meter or sensor is read "
+                       "(simulated time runs faster than real time)")
     daemon = Daemon(specs, instances)
     daemon.install_signals()
     return daemon.run()

@@ -48,6 +48,7 @@ def demo(tmp_path_factory):
 def test_demo_runs_both_readers_into_files_and_stops_cleanly(demo):
     assert demo["returncode"] == 0, demo["output"][-2000:]
     assert "this is a SIMULATION" in demo["output"]
+    assert "WARNING - DEMO: this is a SIMULATION" in demo["output"]       # in the log too
     raw = files(demo["workdir"], "2*-demo.txt")
     summary = files(demo["workdir"], "sum2*-demo.txt")
     for sensor in ("BR,E7", "BR,E8R", "BR,E0", "BR,EA", "unit1,temp", "unit2,hum"):
