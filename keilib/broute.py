@@ -478,7 +478,10 @@ class BrouteReader(Worker):
                 self.last_frame_at = self.clock.monotonic()
                 return
             self.rejoin("re-authentication failed")
-        if now - self.last_frame_at > SILENCE_BEFORE_REJOIN:
+        if self.tx_blocked:
+            # While the module may not transmit, silence proves nothing.
+            self.last_frame_at = max(self.last_frame_at, now - SILENCE_BEFORE_REJOIN / 2)
+        elif now - self.last_frame_at > SILENCE_BEFORE_REJOIN:
             self.rejoin("no frame from the meter for %.0f s" % (now - self.last_frame_at))
             return
         self.expire_requests(now)
@@ -533,7 +536,11 @@ class BrouteReader(Worker):
             if now - entry.sent_at < self.response_timeout:
                 continue
             del self.outstanding[tid]
-            if not entry.retried and not self.tx_blocked:
+            if self.tx_blocked:
+                # The module refused or withheld it (EVENT 32): not the meter's fault.
+                logger.debug("B-route: %s unanswered during the transmission-time limit", entry.group.label)
+                continue
+            if not entry.retried:
                 logger.info("B-route: no answer to %s (TID %04X); asking again", entry.group.label, tid)
                 self.send_group(entry.group, now, retry_of=entry)
                 continue

@@ -236,6 +236,20 @@ def test_reader_recovers_from_fault(rigs, fault, caplog):
     assert len(rig.lines("E7")) >= before + 2
 
 
+def test_transmission_limit_pauses_sending_without_misses_or_rejoin(rigs, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = rigs(kind="bp35c2", response_timeout=1.0).start()
+    before = _polling(rig)
+    rig.module.delay_next_reply(seconds=40.0, count=4)   # requests are in flight when the limit hits
+    time.sleep(0.5)
+    rig.module.restrict_tx(seconds=30.0)           # 6 s real at x5: several cycles and timeouts
+    wait_for(lambda: "EVENT 32" in caplog.text, timeout=5)
+    wait_for(lambda: "EVENT 33" in caplog.text, timeout=15)
+    _resumes(rig, max(before, len(rig.lines("E7"))), 10)
+    assert "missed" not in caplog.text
+    assert "POLL -> OPEN" not in caplog.text          # no rejoin: the link was never lost
+
+
 def test_duplicated_and_delayed_replies_are_recorded_once(rigs):
     rig = rigs(kind="bp35c2").start()
     before = _polling(rig)
