@@ -39,9 +39,9 @@ import logging
 import logging.handlers
 import os
 import queue
+import select
 import signal
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
@@ -248,10 +248,41 @@ def toggle_log_level() -> None:
 
 # -- supervision -------------------------------------------------------------
 
+class Waker:
+    """Wakes the main loop: from signals (through ``signal.set_wakeup_fd``) and
+    from worker threads (``set()``, as the Worker's ``exit_event``).
+
+    A pipe, not a ``threading.Event``: a Python signal handler runs in the
+    main thread between any two bytecodes, possibly while that thread holds
+    the Event's internal lock, so a handler that set an Event could deadlock.
+    Handlers here only assign attributes; the kernel wakes ``wait()``.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def set(self) -> None:
+        try:
+            os.write(self.write_fd, b"w")
+        except BlockingIOError:
+            pass            # the pipe is full: the main loop is awake anyway
+
+    def wait(self, timeout: Optional[float]) -> None:
+        """Sleep until woken or ``timeout``; then empty the pipe."""
+        select.select([self.read_fd], [], [], timeout)
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
 class Supervised:
     """A worker definition, its current instance and its restart state."""
 
-    def __init__(self, spec: WorkerSpec, instance: Worker, wake: threading.Event):
+    def __init__(self, spec: WorkerSpec, instance: Worker, wake: Waker):
         self.spec = spec
         self.instance: Optional[Worker] = instance
         self.wake = wake
@@ -303,22 +334,22 @@ class Daemon:
     def __init__(self, specs: List[WorkerSpec], instances: List[Worker],
                  monotonic: Callable[[], float] = time.monotonic):
         self.monotonic = monotonic
-        self.wake = threading.Event()
+        self.wake = Waker()
         by_index = {spec.index: inst for spec, inst in zip(specs, instances)}
         self.supervised = [Supervised(spec, by_index[spec.index], self.wake) for spec in start_order(specs)]
         self.stop_signal: Optional[int] = None
         self.usr1_count = 0
 
-    # Signal handlers: record only (they run between bytecodes of the main thread).
+    # Signal handlers: record only (they run between bytecodes of the main
+    # thread); the wakeup fd makes the kernel wake the main loop.
     def on_stop_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
-        self.wake.set()
 
     def on_usr1(self, signum: int, frame: Any) -> None:
         self.usr1_count += 1
-        self.wake.set()
 
     def install_signals(self) -> None:
+        signal.set_wakeup_fd(self.wake.write_fd, warn_on_full_buffer=False)
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.on_stop_signal)
         signal.signal(signal.SIGUSR1, self.on_usr1)
@@ -336,7 +367,6 @@ class Daemon:
             if deadlines:
                 timeout = max(0.0, min(timeout, min(deadlines) - self.monotonic()))
             self.wake.wait(timeout)
-            self.wake.clear()
             while handled_usr1 < self.usr1_count:
                 handled_usr1 += 1
                 toggle_log_level()

@@ -61,7 +61,7 @@ class Worker(threading.Thread):
         self.stopEvent = self._stopping
         # Set by the launcher: signalled when run() ends (legacy run() overrides
         # do not signal; the launcher also checks is_alive() every few seconds).
-        self.exit_event: Optional[threading.Event] = None
+        self.exit_event: Optional[Any] = None      # anything with set()
         self.failure: Optional[BaseException] = None
 
     # -- for subclasses -------------------------------------------------

@@ -17,7 +17,6 @@ import importlib
 import logging
 import signal
 import sys
-import threading
 from typing import Dict, List, Optional
 
 from keilib.sim.transport import PtyTransport
@@ -50,9 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGINT/SIGTERM are taken by sigwait() below.  Blocked before any thread
+    # starts, so every thread inherits the mask and none gets them; no Python
+    # handler runs, so none can deadlock on a lock the main thread holds.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     module_name, flags = SUBCOMMANDS[args.device]
@@ -68,17 +74,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
-    stop = threading.Event()
-    # Handlers only record (the main thread acts on the flag).
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     transport = PtyTransport(device, link_path=args.link)
     if hasattr(device, "bind_transport"):   # devices that pull their own plug (sensor)
         device.bind_transport(transport)
     try:
         print(transport.slave_path, flush=True)
-        while not stop.wait(3600):
-            pass
+        signal.sigwait(STOP_SIGNALS)
     finally:
         transport.close()
     return 0
