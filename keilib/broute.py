@@ -633,7 +633,10 @@ class BrouteReader(Worker):
         self.record_properties(frame, now)
 
     def answer_infc(self, frame: Frame) -> None:
-        if self.tx_blocked or self.meter_addr is None:
+        if self.meter_addr is None:
+            return
+        if self.tx_blocked:
+            logger.info("B-route: INFC (TID %04X) left unanswered: the module may not transmit now", frame.tid)
             return
         reply = echonet.infc_response(frame).encode()
         self.budget.record(self.clock.monotonic(), len(reply))

@@ -173,7 +173,8 @@ def test_values_match_the_meter_model_exactly(rigs):
 
 def test_fixed_time_notifications_are_recorded_with_the_meter_timestamp(rigs):
     # 600x: a half-hour boundary passes every 3 s of real time
-    rig = rigs(kind="ips", scale=600.0, reverse=True, response_timeout=60.0).start()
+    rig = rigs(kind="ips", scale=600.0, reverse=True, response_timeout=60.0,
+               requests=[{"epc": ["E7"], "cycle": 300}]).start()
     rows = rig.wait_records("EA", 1, timeout=20)
     rig.wait_records("EB", 1, timeout=10)
     stamp = rows[0][0]
@@ -183,11 +184,15 @@ def test_fixed_time_notifications_are_recorded_with_the_meter_timestamp(rigs):
 
 def test_infc_notifications_are_answered_and_recorded(rigs, caplog):
     caplog.set_level(logging.DEBUG, logger="keilib.skstack")
-    rig = rigs(kind="dss", scale=600.0, infc=True, response_timeout=60.0).start()
+    # slow polling: at x600 the FAST schedule would use up the module's transmission budget
+    rig = rigs(kind="dss", scale=600.0, infc=True, response_timeout=60.0,
+               requests=[{"epc": ["E7"], "cycle": 300}]).start()
     rig.wait_records("EA", 2, timeout=20)
     # the meter got its INFC_Res (ESV 7A, same TID, PDC 0) for what it notified
     assert "05FF010288017A01EA00" in caplog.text.replace(" ", "").upper()
-    wait_for(lambda: not rig.module.meter.pending_infc, timeout=5)
+    # new INFCs keep coming every 3 s; each one seen now must get its answer
+    waiting = set(rig.module.meter.pending_infc)
+    wait_for(lambda: not waiting & set(rig.module.meter.pending_infc), timeout=10)
     rig.assert_healthy()
 
 
