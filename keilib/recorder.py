@@ -11,7 +11,9 @@ Values are rounded to 4 decimal places.  A window (hh:m0:00 .. hh:m9:59) is keye
 by the records' own timestamps; it is written once the clock has passed its end
 plus ``grace`` seconds (so a reading that arrives a little late still counts),
 and at shutdown.  A window with no data writes nothing.  A reading for a window
-already written is still in the raw file but not averaged (one INFO line).
+already written is still in the raw file but not averaged (one INFO line per
+window).  If the wall clock steps back by more than 20 minutes (NTP after a
+boot without a real-time clock), the repeated time is averaged again.
 
 Each summary block is also put on ``upload_que`` as ``[filename, text]`` when
 one is given.  A full upload queue never blocks the recorder: the block is held
@@ -48,6 +50,7 @@ from keilib.worker import POLL_SECONDS, Worker
 logger = logging.getLogger(__name__)
 
 WINDOW = datetime.timedelta(minutes=10)
+MAX_PENDING_UPLOADS = 1008      # a week of 10-minute blocks
 
 
 def window_start(stamp: datetime.datetime) -> datetime.datetime:
@@ -158,8 +161,9 @@ class FileRecorder(Worker):
         self.files = AppendFiles(self.directory)
         # Lines accepted but not yet written: (file name, text), in order.
         self.pending: Deque[Tuple[str, str]] = deque()
-        # Summary blocks not yet accepted by upload_que.
+        # Summary blocks not yet accepted by upload_que (bounded: about a week).
         self.pending_uploads: Deque[List[str]] = deque()
+        self.late_window: Optional[datetime.datetime] = None
         self.write_failing = False
         self.next_retry = 0.0
 
@@ -178,7 +182,9 @@ class FileRecorder(Worker):
                 self.accept(item)
         else:
             self.wait(POLL_SECONDS)
-        self.close_windows(self.clock.now() - datetime.timedelta(seconds=self.grace))
+        now = self.clock.now()
+        self.notice_clock_step(now)
+        self.close_windows(now - datetime.timedelta(seconds=self.grace))
         self.flush_pending()
         self.offer_uploads()
 
@@ -202,14 +208,30 @@ class FileRecorder(Worker):
                 return
         self.pending.append((self.raw_name(record.timestamp), record.to_raw_line() + "\n"))
         if not self.averager.add(record):
-            logger.info("%s: late reading %s not averaged (its 10-minute window was written)",
-                        self.name, record.to_raw_line())
+            start = window_start(record.timestamp)
+            if start != self.late_window:       # one line per window, not per reading
+                self.late_window = start
+                logger.info("%s: late reading %s not averaged (its 10-minute window was written)",
+                            self.name, record.to_raw_line())
+
+    def notice_clock_step(self, now: datetime.datetime) -> None:
+        """After the wall clock stepped back (NTP, an RTC-less boot), average again."""
+        closed = self.averager.closed_until
+        if closed is not None and now < closed - 2 * WINDOW:
+            logger.warning("%s: the clock went back from about %s to %s; averaging the repeated "
+                           "time again", self.name, closed.strftime("%Y/%m/%d %H:%M"),
+                           now.strftime("%Y/%m/%d %H:%M:%S"))
+            self.averager.closed_until = window_start(now)
 
     def close_windows(self, before: Optional[datetime.datetime]) -> None:
         for start, text in self.averager.pop_closed(before):
             name = self.sum_name(start)
             self.pending.append((name, text))
             if self.upload_que is not None:
+                if len(self.pending_uploads) >= MAX_PENDING_UPLOADS:
+                    dropped = self.pending_uploads.popleft()
+                    logger.error("%s: the upload queue has taken nothing for a long time; oldest "
+                                 "block for %s not uploaded (it is in the file)", self.name, dropped[0])
                 self.pending_uploads.append([name, text])
 
     def flush_pending(self) -> None:

@@ -500,7 +500,14 @@ class HttpPostUploader(Worker):
         verdict = classify(status, body)
         reason = "HTTP %d %s" % (status, self._redact(" ".join(body.split())[:200]))
         if verdict == "ok":
-            self.spool.confirm_part(batch)
+            try:
+                self.spool.confirm_part(batch)
+            except OSError as exc:
+                # The server has it; the re-send carries the same id and is a no-op.
+                logger.error("%s: cannot update the spool %s after a confirmed upload: %s",
+                             self.name, self.spool.directory, exc)
+                self._failed(None)
+                return
             self.sent_batches += 1
             if self._failures:
                 logger.info("%s: %s accepts uploads again (after %d failed attempt(s))",
@@ -511,7 +518,13 @@ class HttpPostUploader(Worker):
                          self.name, batch.name, part_id, len(data.encode("utf-8")),
                          batch.items, batch.fname)
         elif verdict == "reject":
-            target = self.spool.reject(batch)
+            try:
+                target = self.spool.reject(batch)
+            except OSError as exc:
+                logger.error("%s: %s refused %s (%s), and moving it to rejected/ failed: %s",
+                             self.name, self.url_for_logs, batch.name, reason, exc)
+                self._failed(None)
+                return
             self.rejected_batches += 1
             logger.error("%s: %s refused %s for %s (%s); moved to %s, not retried",
                          self.name, self.url_for_logs, batch.name, batch.fname, reason, target)

@@ -234,3 +234,54 @@ def test_keilog_display_arguments_are_accepted_and_ignored(tmp_path, caplog):
     assert recorder.fname_base == "d" and "ignored" not in caplog.text
     FileRecorder(queue.Queue(), "d", None, [{"unit": "A"}], queue.Queue(), directory=str(tmp_path))
     assert "ignored" in caplog.text
+
+
+def test_clock_stepping_back_is_averaged_again(rig, fake_clock, caplog):
+    record_que, _, _, tmp = rig
+    record_que.put(Record(D(2026, 5, 20, 14, 2, 0), "U", "S", 1))
+    fake_clock.advance(11 * 60)
+    wait_for(lambda: lines(tmp / "sum20260520-mylog.txt"))
+    fake_clock.set(D(2026, 5, 20, 13, 0, 0))          # NTP steps the clock back an hour
+    for minute in range(3):
+        record_que.put(Record(D(2026, 5, 20, 13, minute, 0), "U", "S", 5))
+    wait_for(lambda: len(lines(tmp / "20260520-mylog.txt")) == 4)
+    fake_clock.advance(11 * 60)
+    wait_for(lambda: len(lines(tmp / "sum20260520-mylog.txt")) == 2)
+    assert lines(tmp / "sum20260520-mylog.txt")[1] == "2026/05/20 13:00,U,S,5.0"
+    assert "the clock went back" in caplog.text and "late reading" not in caplog.text
+
+
+def test_late_readings_are_logged_once_per_window(rig, fake_clock, caplog):
+    import logging
+    caplog.set_level(logging.INFO)
+    record_que, _, _, tmp = rig
+    record_que.put(Record(D(2026, 5, 20, 14, 2, 0), "U", "S", 1))
+    fake_clock.advance(11 * 60)
+    wait_for(lambda: lines(tmp / "sum20260520-mylog.txt"))
+    for second in range(5):
+        record_que.put(Record(D(2026, 5, 20, 14, 3, second), "U", "S", 2))
+    wait_for(lambda: len(lines(tmp / "20260520-mylog.txt")) == 6)
+    assert caplog.text.count("late reading") == 1
+
+
+def test_held_upload_blocks_are_bounded(tmp_path, fake_clock, monkeypatch, caplog):
+    import keilib.recorder as recorder_module
+    monkeypatch.setattr(recorder_module, "MAX_PENDING_UPLOADS", 2)
+    record_que, upload_que = queue.Queue(), queue.Queue(1)
+    upload_que.put(["occupied", ""])                 # nobody ever takes from it
+    recorder = FileRecorder(record_que, fname_base="b", upload_que=upload_que,
+                            directory=str(tmp_path), clock=fake_clock)
+    recorder.start()
+    try:
+        for minute in (1, 11, 21, 31):
+            record_que.put(Record(D(2026, 5, 20, 14, minute, 0), "U", "S", minute))
+        wait_for(lambda: len(lines(tmp_path / "20260520-b.txt")) == 4)
+        fake_clock.advance(60 * 60)
+        wait_for(lambda: len(lines(tmp_path / "sum20260520-b.txt")) == 4)   # the files have everything
+        assert [block[1] for block in recorder.pending_uploads] == [
+            "2026/05/20 14:20,U,S,21.0\n", "2026/05/20 14:30,U,S,31.0\n"]
+        assert caplog.text.count("not uploaded (it is in the file)") == 2
+    finally:
+        recorder.request_stop()
+        upload_que.get_nowait()
+        recorder.stop(10)

@@ -53,6 +53,8 @@ from keilib.sim.transport import Scheduler
 
 logger = logging.getLogger(__name__)
 
+SENT_KEPT = 100000      # valid readings remembered for tests
+
 # name, starting level, step of the random walk, lowest, highest
 SENSOR_KINDS: List[Tuple[str, float, float, float, float]] = [
     ("temp", 22.0, 0.05, -20.0, 50.0),
@@ -100,7 +102,8 @@ class SensorNode:
         self._lock = threading.Lock()
         self._sink: Optional[Callable[[bytes], None]] = None
         self._produced = 0                   # readings made (sent or not)
-        self.sent: List[Reading] = []
+        # Bounded: a demo or a CLI simulator may run for days.
+        self.sent: "collections.deque[Reading]" = collections.deque(maxlen=SENT_KEPT)
         self.duplicates_sent = 0
         self.garbage_sent: Dict[str, int] = collections.Counter()
         self.received = 0                    # bytes the host wrote (ignored)
