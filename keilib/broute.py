@@ -17,7 +17,13 @@
       no frame from the meter for 10 min    OPEN, then SKJOIN to the same PAN;
                                             SCAN if that join fails
     5 scans (durations 4..8) find nothing   OPEN (reset, set up again), backoff
-    EVENT 32 (transmission-time limit)      POLL, sending paused until EVENT 33
+    EVENT 32 (transmission-time limit)      POLL, sending paused until EVENT 33, or
+                                            until register SFB reads 0 (checked
+                                            every 5 min), or OPEN after 65 min
+    D3/D7/E1 unanswered after a join        asked again every 30 s, not hourly
+
+Every fall-back to INIT or OPEN waits first, 1 s doubling to 60 s (reset by
+a successful join), so a module that fails at once is never hammered.
 
 Every transition is logged at INFO.  A stop request is honoured within about
 a second in every state; a joined session is ended with SKTERM.
@@ -102,6 +108,9 @@ JOIN_TRIES = 3
 MISSES_BEFORE_REJOIN = 3
 SILENCE_BEFORE_REJOIN = 600.0
 REAUTH_WAIT = 30.0
+TX_BLOCK_CHECK = 300.0          # ask the module (SFB) this often while sending is paused
+TX_BLOCK_MAX = 3900.0           # the limit is counted over an hour; then stop waiting
+FACTORS_RETRY = 30.0
 BACKOFF_MAX = 60.0
 
 
@@ -325,6 +334,8 @@ class BrouteReader(Worker):
         self.misses = 0
         self.last_frame_at = 0.0
         self.tx_blocked = False
+        self.tx_blocked_at = 0.0
+        self.tx_check_at = 0.0
         self.session_lost_at: Optional[float] = None
         self.scan_attempt = 0
         self.join_failures = 0
@@ -346,11 +357,24 @@ class BrouteReader(Worker):
             return
         except Fallback as fall:
             self.transition(fall.state, fall.reason)
+            if fall.state in (State.INIT, State.OPEN):
+                self.back_off()
         except DeviceGone as exc:
             self.device.close()
             self.transition(State.INIT, str(exc))
+            self.back_off()
         except (DeviceTimeout, DeviceError) as exc:
             self.transition(State.OPEN if self.state != State.INIT else State.INIT, str(exc))
+            self.back_off()
+
+    def back_off(self) -> None:
+        """Pause before starting over (1 s doubling to 60 s, reset by a join),
+        so a module that fails at once, or a port that opens and drops, is
+        retried calmly instead of in a loop that floods the log."""
+        delay = self.next_backoff()
+        if delay > 1:
+            logger.info("B-route: starting over in %g s", delay)
+        self.wait(delay)
 
     def transition(self, state: State, reason: str) -> None:
         if state in (State.INIT, State.OPEN, State.SCAN) and self.state == State.POLL:
@@ -481,6 +505,7 @@ class BrouteReader(Worker):
         if self.tx_blocked:
             # While the module may not transmit, silence proves nothing.
             self.last_frame_at = max(self.last_frame_at, now - SILENCE_BEFORE_REJOIN / 2)
+            self.check_tx_block(now)
         elif now - self.last_frame_at > SILENCE_BEFORE_REJOIN:
             self.rejoin("no frame from the meter for %.0f s" % (now - self.last_frame_at))
             return
@@ -489,6 +514,20 @@ class BrouteReader(Worker):
         item = self.device.receive(timeout=max(0.05, min(1.0, self.seconds_to_next(now))))
         if item is not None:
             self.handle(item)
+
+    def check_tx_block(self, now: float) -> None:
+        """EVENT 33 can be lost (garbled line, module reset during the limit):
+        ask the module (register SFB, no radio) every few minutes, and give up
+        waiting after the limit's one-hour window."""
+        if now < self.tx_check_at:
+            return
+        self.tx_check_at = now + TX_BLOCK_CHECK
+        if now - self.tx_blocked_at > TX_BLOCK_MAX:
+            self.tx_blocked = False
+            self.rejoin("still no EVENT 33 %.0f s after EVENT 32" % (now - self.tx_blocked_at))
+        if self.device.read_register("SFB").strip() in ("0", "00"):
+            logger.info("B-route: the module says its transmission-time limit is over (SFB 0)")
+            self.tx_blocked = False
 
     def seconds_to_next(self, now: float) -> float:
         dues = [g.next_due for g in self.active_groups()]
@@ -546,6 +585,9 @@ class BrouteReader(Worker):
                 continue
             self.misses += 1
             logger.warning("B-route: %s missed (%d in a row)", entry.group.label, self.misses)
+            if entry.group is self.factors and self.unit_code is None:
+                # Nothing else is polled until the energy unit is known: ask again soon.
+                entry.group.next_due = min(entry.group.next_due, now + FACTORS_RETRY)
             if self.misses >= MISSES_BEFORE_REJOIN:
                 self.rejoin("%d requests in a row got no answer" % self.misses)
                 return
@@ -589,6 +631,8 @@ class BrouteReader(Worker):
             logger.warning("B-route: the module reached its transmission-time limit (EVENT 32); "
                            "sending paused, still receiving")
             self.tx_blocked = True
+            self.tx_blocked_at = self.clock.monotonic()
+            self.tx_check_at = self.tx_blocked_at + TX_BLOCK_CHECK
         elif num == 0x33:
             logger.info("B-route: transmission-time limit lifted (EVENT 33)")
             self.tx_blocked = False

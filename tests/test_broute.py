@@ -255,6 +255,54 @@ def test_transmission_limit_pauses_sending_without_misses_or_rejoin(rigs, caplog
     assert "POLL -> OPEN" not in caplog.text          # no rejoin: the link was never lost
 
 
+def test_lost_event_33_does_not_stall_polling(rigs, monkeypatch, caplog):
+    """A module that resets during the limit never prints EVENT 33; SFB says it is over."""
+    import keilib.broute as broute
+    monkeypatch.setattr(broute, "TX_BLOCK_CHECK", 10.0)      # clock seconds: 2 s real at x5
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = rigs(kind="bp35c2").start()
+    before = _polling(rig)
+    rig.module.restrict_tx(seconds=600.0)
+    wait_for(lambda: rig.reader.tx_blocked, timeout=5)
+    rig.module.reset()                                      # the limit is forgotten, no EVENT 33
+    _resumes(rig, max(before, len(rig.lines("E7"))), 20)
+    assert "transmission-time limit is over (SFB 0)" in caplog.text
+
+
+def test_lost_answers_to_the_conversion_factors_are_asked_again_soon(rigs):
+    rig = rigs(kind="bp35c2")
+    rig.module.corrupt_next_reply("malformed", count=2)     # the D3/D7/E1 Get and its retry
+    rig.start()
+    rig.wait_records("E7", 1, timeout=15)                   # not after the hourly cycle
+    rig.assert_healthy()
+
+
+class RefusingDevice(BP35C2):
+    """A module that answers FAIL to the Route-B password, every time."""
+
+    def __init__(self, port):
+        super().__init__(port)
+        self.setups = 0
+
+    def setup(self, broute_id, password):
+        self.setups += 1
+        from keilib.errors import DeviceError
+        raise DeviceError("SKSETPWD failed: FAIL ER04")
+
+
+def test_a_failing_module_is_retried_with_backoff_not_in_a_loop(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    register_url_handler()
+    device = RefusingDevice("sim://wisun?kind=bp35c2&latency=zero")
+    reader = BrouteReader(device, ROUTE_B_ID, PASSWORD, record_que=queue.Queue(),
+                          scan_cache=str(tmp_path / "cache.json"), clock=ScaledClock(10.0))
+    reader.start()
+    time.sleep(2.0)                     # 20 clock seconds: backoff 1, 2, 4, 8 -> about 5 tries
+    assert reader.stop(5)
+    assert 2 <= device.setups <= 8, device.setups
+    assert "starting over in" in caplog.text
+
+
 def test_duplicated_and_delayed_replies_are_recorded_once(rigs):
     rig = rigs(kind="bp35c2").start()
     before = _polling(rig)
