@@ -684,7 +684,10 @@ class BrouteReader(Worker):
             return
         reply = echonet.infc_response(frame).encode()
         self.budget.record(self.clock.monotonic(), len(reply))
-        self.device.sendto(self.meter_addr, reply)
+        if self.device.sendto(self.meter_addr, reply):
+            logger.debug("B-route: INFC (TID %04X) answered", frame.tid)
+        else:
+            logger.info("B-route: the answer to INFC (TID %04X) could not be sent (EVENT 21 01)", frame.tid)
 
     def record_properties(self, frame: Frame, now: datetime.datetime, notification: bool = False) -> None:
         for prop in frame.properties:
