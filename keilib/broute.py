@@ -323,6 +323,7 @@ class BrouteReader(Worker):
         self.tid = 0
         # per-session facts
         self.meter_addr: Optional[str] = None
+        self.factors_logged: Optional[Tuple[Any, ...]] = None
         self.pan: Optional[Dict[str, Any]] = None
         self.pan_from_cache = False
         self.reuse_pan = False
@@ -712,8 +713,12 @@ class BrouteReader(Worker):
             self.unit_code = value.code
             if self.coefficient is None:
                 self.coefficient = 1
-            logger.info("B-route: energy unit %s kWh, coefficient %s, %s digits", value.kwh,
-                        self.coefficient, self.digits)
+            factors = (value.kwh, self.coefficient, self.digits)
+            # Logged at INFO once, and again only if the meter changes them (a
+            # config may also poll D3/D7/E1 hourly, as keilog's README did).
+            level = logging.DEBUG if factors == self.factors_logged else logging.INFO
+            self.factors_logged = factors
+            logger.log(level, "B-route: energy unit %s kWh, coefficient %s, %s digits", *factors)
         elif epc == EPC.E7:
             self.put(now, "E7", value)
         elif epc == EPC.E8:
