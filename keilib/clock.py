@@ -83,6 +83,8 @@ class FakeClock(Clock):
     advanced; it blocks in short real-time slices so threads stay responsive.
     """
 
+    REAL_TICK = 0.01   # real seconds a waiter sleeps before looking at fake time again
+
     def __init__(self, start: datetime.datetime | None = None):
         self._lock = threading.Condition()
         self._wall = start or datetime.datetime(2026, 1, 1, 0, 0, 0)
@@ -117,7 +119,10 @@ class FakeClock(Clock):
             with self._lock:
                 if deadline is not None and self._mono >= deadline:
                     return False
-                self._lock.wait(0.005)
+                self._lock.wait(self.REAL_TICK)
 
     def to_real(self, seconds: float) -> float:
-        return 0.0
+        # Fake time moves only when a test advances it, so no real span
+        # matches; a waiter that must look again gets one short tick (not 0,
+        # which made every queue wait return at once: a busy loop).
+        return self.REAL_TICK if seconds > 0 else 0.0

@@ -6,6 +6,7 @@ import datetime
 import os
 import queue
 import subprocess
+import time
 
 import pytest
 
@@ -82,6 +83,35 @@ def test_record_date_decides_the_file_across_midnight(tmp_path):
     assert lines(tmp_path / "20260521-b.txt") == ["2026/05/21 00:00:04,BR,E7,9,x"]
     assert lines(tmp_path / "sum20260520-b.txt") == ["2026/05/20 23:50,BR,E7,7.0"]
     assert lines(tmp_path / "sum20260521-b.txt") == ["2026/05/21 00:00,BR,E7,9.0"]
+
+
+class CountingQueue(queue.Queue):
+    """A real queue that counts how often its consumer came to look."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, block=True, timeout=None):
+        self.gets += 1
+        return super().get(block, timeout)
+
+
+def test_idle_recorder_with_an_open_window_sleeps_instead_of_spinning(tmp_path, fake_clock):
+    # While a window is open the recorder waits for it to fall due.  Fake time
+    # stands still here, so the wait must still take real time, not return at once.
+    record_que = CountingQueue()
+    recorder = FileRecorder(record_que, fname_base="idle", directory=str(tmp_path), clock=fake_clock)
+    record_que.put(Record(fake_clock.now(), "U", "S", 1))
+    recorder.start()
+    try:
+        wait_for(lambda: (tmp_path / fake_clock.now().strftime("%Y%m%d-idle.txt")).exists())
+        before = record_que.gets
+        time.sleep(0.5)
+        looks = record_que.gets - before
+    finally:
+        assert recorder.stop(5)
+    assert 0 < looks < 200, looks          # a spin looks tens of thousands of times
 
 
 def test_shutdown_writes_queue_and_open_window(tmp_path, fake_clock):
