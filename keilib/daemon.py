@@ -42,6 +42,7 @@ import queue
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
@@ -151,7 +152,9 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
         if not (inspect.isclass(cls) and issubclass(cls, Worker)):
             raise ConfigError("%s: 'class' must be a Worker class (e.g. FileRecorder), got %r" % (where, cls))
         where = "%s: worker_def[%d] (%s)" % (source, index, cls.__name__)
-        args = entry.get("args", {})
+        if "args" not in entry:
+            raise ConfigError("%s: missing 'args' (a dict of the constructor's arguments; {} for none)" % where)
+        args = entry["args"]
         if not isinstance(args, dict):
             raise ConfigError("%s: 'args' must be a dict, got %s" % (where, type(args).__name__))
         for name in args:
@@ -441,7 +444,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     if args.check:
         print("kei: %s is valid: %d worker(s): %s" % (
-            config_path, len(specs), ", ".join(s.cls.__name__ for s in specs)))
+            "the demo configuration" if args.demo else config_path,
+            len(specs), ", ".join(s.cls.__name__ for s in specs)))
         return EXIT_OK
     # The demo logs to the terminal, so a newcomer sees what happens.
     setup_logging(workdir, debug="DEBUG" in os.environ, stream=args.demo)
@@ -450,7 +454,29 @@ def main(argv: Optional[List[str]] = None) -> int:
                        "(simulated time runs faster than real time)")
     daemon = Daemon(specs, instances)
     daemon.install_signals()
-    return daemon.run()
+    previous_hook = threading.excepthook
+    threading.excepthook = log_thread_death
+    try:
+        return daemon.run()
+    finally:
+        threading.excepthook = previous_hook
+
+
+def log_thread_death(hook: Any) -> None:
+    """``threading.excepthook``: a keilog-style worker that overrides ``run()``
+    bypasses Worker.run's handler; its traceback goes to kei.log, not stderr,
+    and the launcher is woken to restart it at once."""
+    if hook.exc_type is SystemExit:
+        return
+    thread = hook.thread
+    logger.error("%s died: %s: %s", type(thread).__name__ if thread is not None else "a thread",
+                 hook.exc_type.__name__, hook.exc_value,
+                 exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
+    if isinstance(thread, Worker):
+        if thread.failure is None and isinstance(hook.exc_value, BaseException):
+            thread.failure = hook.exc_value
+        if thread.exit_event is not None:
+            thread.exit_event.set()
 
 
 if __name__ == "__main__":

@@ -265,12 +265,16 @@ class FileRecorder(Worker):
 
     def cleanup(self) -> None:
         """At stop: drain the queue, write the open windows, hand over uploads."""
+        drained = 0
         while True:
             try:
                 item = self.record_que.get_nowait()
             except queue.Empty:
                 break
             self.accept(item)
+            drained += 1
+        if drained:
+            logger.info("%s: %d queued reading(s) taken at stop", self.name, drained)
         self.close_windows(None)
         self.write_failing = False
         self.flush_pending()

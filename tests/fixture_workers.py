@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from keilib.record import Record
+from keilib.recorder import FileRecorder
 from keilib.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -97,3 +99,25 @@ class EnvPrinter(Worker):
 
     def step(self):
         self.wait(1.0)
+
+
+class SlowFileRecorder(FileRecorder):
+    """A FileRecorder that takes 10 ms per reading, so that readings are
+    still queued when a stop signal comes (as on a slow SD card)."""
+
+    def accept(self, item):
+        time.sleep(0.01)
+        super().accept(item)
+
+
+class LegacyRunWorker(Worker):
+    """A keilog-style worker that overrides run() and dies in it."""
+
+    def __init__(self, marker):
+        super().__init__()
+        self.marker = marker
+
+    def run(self):
+        with open(self.marker, "a") as handle:
+            handle.write("start\n")
+        raise RuntimeError("legacy run() failed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import textwrap
@@ -49,7 +50,10 @@ def raw_lines(workdir: Path, base: str = "run") -> list:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_stop_signal_writes_everything_and_exits_zero(tmp_path, sig):
-    write_config(tmp_path, GOOD_CONFIG % {"count": 200})
+    # A slow recorder: when the signal comes, readings are still queued.
+    write_config(tmp_path, GOOD_CONFIG.replace("FileRecorder", "SlowFileRecorder").replace(
+        "from keilib.recorder import SlowFileRecorder\n", "").replace(
+        "import CountingReader", "import CountingReader, SlowFileRecorder") % {"count": 200})
     proc = start_kei(tmp_path)
     try:
         wait_for(lambda: "all 200 readings queued" in read_text(tmp_path / "kei.log"), timeout=10)
@@ -64,6 +68,8 @@ def test_stop_signal_writes_everything_and_exits_zero(tmp_path, sig):
     assert [line.split(",")[3] for line in lines] == [str(i) for i in range(200)]
     log = read_text(tmp_path / "kei.log")
     assert "stopping all workers (%s)" % sig.name in log
+    taken = re.search(r"SlowFileRecorder: (\d+) queued reading\(s\) taken at stop", log)
+    assert taken and int(taken.group(1)) > 0, "nothing was left queued: the test proves no draining"
     assert "kei stopped" in log
     # the open 10-minute window was written at shutdown
     assert list(tmp_path.glob("sum*-run.txt"))
@@ -126,11 +132,95 @@ def test_dead_worker_is_restarted_with_backoff(tmp_path):
     assert "restarting in 1 s" in log and "restarting in 2 s" in log     # doubling backoff
 
 
+def test_worker_that_overrides_run_and_dies_is_logged_with_traceback_and_restarted(tmp_path):
+    # keilog workers may override run(); their exception bypasses Worker.run.
+    marker = tmp_path / "starts"
+    write_config(tmp_path, """
+        from fixture_workers import LegacyRunWorker
+        worker_def = [{'class': LegacyRunWorker, 'args': {'marker': %r}}]
+    """ % str(marker))
+    proc = start_kei(tmp_path)
+    try:
+        wait_for(lambda: read_text(marker).count("start") >= 2, timeout=15)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    log = read_text(tmp_path / "kei.log")
+    assert "LegacyRunWorker died: RuntimeError: legacy run() failed" in log
+    assert "Traceback (most recent call last)" in log and 'in run\n    raise RuntimeError' in log
+    assert "worker_def[0] (LegacyRunWorker) ended unexpectedly" in log
+    assert "(RuntimeError: legacy run() failed); restarting in 1 s" in log
+    assert "Traceback" not in err                    # not on stderr, where nobody reads it
+
+
+def test_backoff_doubles_to_sixty_seconds_and_resets_after_ten_minutes_of_running():
+    from keilib.daemon import Supervised, Waker, WorkerSpec
+    from fixture_workers import FailingWorker
+    spec = WorkerSpec(0, FailingWorker, {})
+    waker = Waker()
+    supervised = Supervised(spec, spec.build(), waker)
+    now = 1000.0
+
+    def run_and_die(ran: float) -> float:
+        """Start (or restart) the worker, let it die after ``ran`` s; the delay chosen."""
+        nonlocal now
+        if supervised.state == "STARTING":
+            supervised.start(now)
+        else:
+            now = supervised.restart_at
+            supervised.check(now)                  # restarts it
+        assert supervised.state == "RUNNING"
+        supervised.instance.join(5)                # FailingWorker raises at once
+        now += ran
+        supervised.check(now)
+        assert supervised.state == "BACKOFF"
+        return supervised.restart_at - now
+
+    delays = [run_and_die(1.0) for _ in range(9)]
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert run_and_die(600.0) == 1                 # it had run 10 minutes: start again at 1 s
+    assert run_and_die(1.0) == 2
+
+
+def test_log_file_rotates_at_midnight_and_keeps_three_days(tmp_path):
+    import logging
+    import logging.handlers
+    from keilib.daemon import setup_logging
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        handler = setup_logging(str(tmp_path), debug=False)
+        assert isinstance(handler, logging.handlers.TimedRotatingFileHandler)
+        assert handler.when == "MIDNIGHT" and handler.backupCount == 3
+        for day in range(5):
+            logging.getLogger("kei").info("day %d", day)
+            handler.doRollover()
+            # the rollover names files by date; make each one a different day
+            for path in tmp_path.glob("kei.log.*"):
+                if not path.name.startswith("kei.log.2000-"):
+                    path.rename(tmp_path / ("kei.log.2000-01-%02d" % (day + 1)))
+        handler.doRollover()                       # today's backup; only the newest 3 stay
+        kept = sorted(p.name for p in tmp_path.glob("kei.log.*"))
+        assert len(kept) == 3 and kept[:2] == ["kei.log.2000-01-04", "kei.log.2000-01-05"], kept
+        assert read_text(tmp_path / "kei.log.2000-01-05").strip().endswith("day 4")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
 CONFIG_ERRORS = [
     ("no_worker_def", "x = 1\n", "no 'worker_def' defined"),
     ("not_a_list", "worker_def = {}\n", "'worker_def' must be a list, got dict"),
     ("entry_not_dict", "worker_def = [42]\n", "worker_def[0]: must be a dict"),
     ("missing_class", "worker_def = [{'args': {}}]\n", "worker_def[0]: missing 'class'"),
+    ("missing_args", "from fixture_workers import FailingWorker\nworker_def = [{'class': FailingWorker}]\n",
+     "worker_def[0] (FailingWorker): missing 'args'"),
     ("class_not_worker", "worker_def = [{'class': dict, 'args': {}}]\n", "'class' must be a Worker class"),
     ("args_not_dict", "from keilib.recorder import FileRecorder\n"
                       "worker_def = [{'class': FileRecorder, 'args': []}]\n",

@@ -105,3 +105,12 @@ def test_demo_files_in_the_graph_page_in_headless_chromium(demo):
     for sensor, series in others.items():
         assert series == [[sensor, "raw", raw[sensor]], [sensor, "avg", avg[sensor]]]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_check_names_the_demo_configuration(tmp_path):
+    result = subprocess.run([PYTHON, str(REPO / "kei.py"), "--demo", "--check"], cwd=tmp_path,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "kei: the demo configuration is valid: " in result.stdout
+    assert "BrouteReader" in result.stdout and "SerialReader" in result.stdout
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]     # started nothing, wrote no file
