@@ -54,20 +54,25 @@ Typed property values (``decode_meter_property(epc, edt)``, or
     D3 coefficient -> int       D7 effective digits -> int (1..8)
     E0/E3 energy -> int raw count, or NO_DATA
     E1 unit -> EnergyUnit(code, kwh: Decimal)
-    E2/E4 -> DailyHistory(day, values: 48 x (raw or NO_DATA))
-    E5 history day -> int (0..99, or 0xFF = never set)
+    E2/E4 -> DailyHistory(day, values: 48 x (raw or NO_DATA)); day is 0..99,
+             or NO_DATA for the default 0x00FF (E5 never set)
+    E5 history day -> int (0..99), or NO_DATA for the default 0xFF (never set)
     E7 power -> int W (negative = export) or NO_DATA / OVERFLOW / UNDERFLOW
     E8 currents -> Currents(r, t) in A (float), each possibly a NoValue
     EA/EB, D0 -> FixedTimeEnergy(timestamp, raw)  (D0: FixedTimeEnergyPair)
     EC/EE -> EnergyHistory(timestamp, step_minutes, pairs newest first)
     ED/EF -> HistoryRequest(timestamp or None (default), count)
+             (EC/ED: 1..12 points, minute 00 or 30; EE/EF: 1..10 points)
     node profile D5/D6 -> tuple of EOJ ints
     any other EPC -> the EDT bytes unchanged
 
 A wrong EDT length or an impossible value raises ``FrameError`` (a
 ``ProtocolError``).  "No data", overflow and underflow codes (section 2.2-2.3)
 never decode to numbers but to ``NoValue`` objects (``NO_DATA``,
-``OVERFLOW``, ``UNDERFLOW``); test with ``is_value(x)``.
+``OVERFLOW``, ``UNDERFLOW``); test with ``is_value(x)``.  So do the "default
+value" (never set) codes of the history days E5 (0xFF) and E2/E4 (0x00FF):
+they are not a number of days, and ``DailyHistory.slot_times`` gives no
+times for them.
 
 Energy: ``energy_kwh(raw, coefficient, unit_code)`` computes raw x D3 x E1
 exactly (Decimal) and returns a float; ``energy_delta(prev, now, digits)`` is
@@ -387,6 +392,10 @@ POWER_UNDERFLOW = -0x80000000
 CURRENT_NO_DATA = 0x7FFE
 CURRENT_OVERFLOW = 0x7FFF
 CURRENT_UNDERFLOW = -0x8000
+HISTORY_DAY_MAX = 99          # E5 and the E2/E4 day: 0 = today .. 99 days back
+HISTORY_DAY_DEFAULT = 0xFF    # E5 "default value"; E2/E4 carry it as 0x00FF
+# Most points in one EC/EE answer and in the count of ED/EF (section 2.2).
+HISTORY2_MAX_POINTS = {0xEC: 12, 0xED: 12, 0xEE: 10, 0xEF: 10}
 
 
 # ---------------------------------------------------------------- typed values
@@ -419,11 +428,18 @@ class FixedTimeEnergyPair(NamedTuple):
 
 
 class DailyHistory(NamedTuple):
-    day: int                  # days before today (0..99), 0xFF = E5 never set
+    day: Raw                  # days before today (0..99); NO_DATA = default 0x00FF (E5 never set)
     values: Tuple[Raw, ...]   # 48 half-hour values, 00:00 first
 
     def slot_times(self, today: datetime.date):
-        """The start time of each slot, counted back from ``today``."""
+        """The start time of each slot, counted back from ``today``.
+
+        Empty when ``day`` is not a value (the default 0x00FF: the meter was
+        never told which day), as ``EnergyHistory.points`` is for a default
+        header: there is no day to date the slots by.
+        """
+        if not is_value(self.day):
+            return []
         base = datetime.datetime.combine(today - datetime.timedelta(days=self.day), datetime.time())
         return [base + datetime.timedelta(minutes=30 * index) for index in range(len(self.values))]
 
@@ -587,34 +603,72 @@ def decode_fixed_time_pair(edt: bytes, epc: int = 0xD0) -> FixedTimeEnergyPair:
 
 
 def decode_daily_history(edt: bytes, epc: int = 0xE2) -> DailyHistory:
-    """E2/E4: the day (2 bytes) and 48 half-hour counts from 00:00."""
+    """E2/E4: the day (2 bytes) and 48 half-hour counts from 00:00.
+
+    The day is 0..99, or NO_DATA for the default value 0x00FF (E5 never set).
+    """
     _need_len(epc, edt, 194)
-    day = (edt[0] << 8) | edt[1]
+    word = (edt[0] << 8) | edt[1]
+    if word == HISTORY_DAY_DEFAULT:
+        day: Raw = NO_DATA
+    elif word <= HISTORY_DAY_MAX:
+        day = word
+    else:
+        raise FrameError("EPC %02X: day %d (0x%04X) outside 0..%d and not the default 0x00FF"
+                         % (epc, word, word, HISTORY_DAY_MAX))
     values = tuple(_decode_energy_word(word) for word in struct.unpack(">48L", edt[2:]))
     return DailyHistory(day, values)
 
 
-def encode_daily_history(day: int, values: Sequence[Raw]) -> bytes:
-    """E2/E4 EDT: ``day`` (0..99 or 0xFF) and exactly 48 values."""
+def _history_day_code(day: Raw) -> int:
+    """The wire code of a history day: 0..99, or 0xFF for NO_DATA (or 0xFF itself)."""
+    if isinstance(day, NoValue):
+        if day != NO_DATA:
+            raise ValueError("a history day has no %s code" % day.reason)
+        return HISTORY_DAY_DEFAULT
+    if isinstance(day, bool) or not (0 <= day <= HISTORY_DAY_MAX or day == HISTORY_DAY_DEFAULT):
+        raise ValueError("history day %r out of range 0..%d (NO_DATA for the default)"
+                         % (day, HISTORY_DAY_MAX))
+    return int(day)
+
+
+def encode_daily_history(day: Raw, values: Sequence[Raw]) -> bytes:
+    """E2/E4 EDT: ``day`` (0..99; NO_DATA or 0xFF = default) and exactly 48 values."""
     if len(values) != 48:
         raise ValueError("daily history needs 48 values, got %d" % len(values))
-    if not (0 <= day <= 99 or day == 0xFF):
-        raise ValueError("history day %r out of range" % (day,))
-    return struct.pack(">H", day) + b"".join(encode_energy(value) for value in values)
+    return struct.pack(">H", _history_day_code(day)) + b"".join(encode_energy(value) for value in values)
 
 
 _DEFAULT_STAMP = b"\xff\xff\xff\xff\xff\xff"
 
 
+def _max_points(epc: int) -> int:
+    return HISTORY2_MAX_POINTS.get(epc, HISTORY2_MAX_POINTS[0xEC])
+
+
 def _decode_history_header(epc: int, edt: bytes) -> Tuple[Optional[datetime.datetime], int]:
+    """EC/ED (and EE/EF) header: the newest time (None = default FF..FF) and the count.
+
+    EC and ED count half hours: the minute must be 00 or 30 (0x1E); EC's
+    header is ED's.  The count is 1..12 for EC/ED, 1..10 for EE/EF.
+    """
     stamp = None if edt[0:6] == _DEFAULT_STAMP else _decode_datetime(epc, edt, False)
-    return stamp, edt[6]
+    if stamp is not None and epc in (0xEC, 0xED) and stamp.minute not in (0, 30):
+        raise FrameError("EPC %02X: minute %d in %s, expected 00 or 30 (0x1E)"
+                         % (epc, stamp.minute, edt[0:6].hex().upper()))
+    count = edt[6]
+    if not 1 <= count <= _max_points(epc):
+        raise FrameError("EPC %02X: count %d outside 1..%d" % (epc, count, _max_points(epc)))
+    return stamp, count
 
 
 def decode_energy_history(edt: bytes, epc: int = 0xEC) -> EnergyHistory:
-    """EC (30-minute steps) / EE (1-minute steps): pairs newest first."""
+    """EC (30-minute steps, 1..12 pairs) / EE (1-minute steps, 1..10): pairs newest first."""
     if len(edt) < 15 or (len(edt) - 7) % 8:
         raise FrameError("EPC %02X: EDT is %d bytes, expected 7 + 8 x n" % (epc, len(edt)))
+    if (len(edt) - 7) // 8 > _max_points(epc):
+        raise FrameError("EPC %02X: EDT holds %d pairs, at most %d allowed"
+                         % (epc, (len(edt) - 7) // 8, _max_points(epc)))
     stamp, count = _decode_history_header(epc, edt)
     if count != (len(edt) - 7) // 8:
         raise FrameError("EPC %02X: header says %d pairs but EDT holds %d" % (epc, count, (len(edt) - 7) // 8))
@@ -624,27 +678,42 @@ def decode_energy_history(edt: bytes, epc: int = 0xEC) -> EnergyHistory:
     return EnergyHistory(stamp, 1 if epc == 0xEE else 30, pairs)
 
 
-def encode_energy_history(stamp: Optional[datetime.datetime], pairs: Sequence[Tuple[Raw, Raw]]) -> bytes:
-    """EC/EE EDT; ``stamp`` None writes the default FF..FF header."""
-    if not 1 <= len(pairs) <= 12:
-        raise ValueError("history 2 carries 1..12 pairs, got %d" % len(pairs))
-    head = _DEFAULT_STAMP if stamp is None else _encode_datetime(stamp, False)
-    return head + bytes([len(pairs)]) + b"".join(encode_energy(a) + encode_energy(b) for a, b in pairs)
+def _encode_history_header(epc: int, stamp: Optional[datetime.datetime], count: int) -> bytes:
+    if not 1 <= count <= _max_points(epc):
+        raise ValueError("EPC %02X carries 1..%d points, got %d" % (epc, _max_points(epc), count))
+    if stamp is None:
+        return _DEFAULT_STAMP + bytes([count])
+    if epc in (0xEC, 0xED) and (stamp.minute not in (0, 30) or stamp.second):
+        raise ValueError("EPC %02X: time %s is not on a half hour" % (epc, stamp))
+    return _encode_datetime(stamp, False) + bytes([count])
+
+
+def encode_energy_history(stamp: Optional[datetime.datetime], pairs: Sequence[Tuple[Raw, Raw]],
+                          epc: int = 0xEC) -> bytes:
+    """EC/EE EDT; ``stamp`` None writes the default FF..FF header.
+
+    EC: 1..12 pairs, ``stamp`` on a half hour; EE (``epc=0xEE``): 1..10 pairs.
+    """
+    head = _encode_history_header(epc, stamp, len(pairs))
+    return head + b"".join(encode_energy(a) + encode_energy(b) for a, b in pairs)
 
 
 def decode_history_request(edt: bytes, epc: int = 0xED) -> HistoryRequest:
-    """ED/EF: the newest time wanted and the number of points."""
+    """ED/EF: the newest time wanted and the number of points.
+
+    ED: minute 00 or 30, count 1..12; EF: count 1..10 (FrameError otherwise).
+    """
     _need_len(epc, edt, 7)
     stamp, count = _decode_history_header(epc, edt)
     return HistoryRequest(stamp, count)
 
 
-def encode_history_request(stamp: Optional[datetime.datetime], count: int) -> bytes:
-    """ED/EF EDT (7 bytes); ``stamp`` None writes the default value."""
-    if not 1 <= count <= 255:
-        raise ValueError("count %r out of range" % (count,))
-    head = _DEFAULT_STAMP if stamp is None else _encode_datetime(stamp, False)
-    return head + bytes([count])
+def encode_history_request(stamp: Optional[datetime.datetime], count: int, epc: int = 0xED) -> bytes:
+    """ED/EF EDT (7 bytes); ``stamp`` None writes the default value.
+
+    ED: ``stamp`` on a half hour, count 1..12; EF (``epc=0xEF``): count 1..10.
+    """
+    return _encode_history_header(epc, stamp, count)
 
 
 def decode_property_map(edt: bytes, epc: int = 0x9F) -> Tuple[int, ...]:
@@ -756,10 +825,12 @@ def _decode_serial(edt: bytes) -> str:
     return edt.rstrip(b"\x00").decode("ascii", "replace")
 
 
-def _decode_history_day(edt: bytes) -> int:
+def _decode_history_day(edt: bytes) -> Raw:
     _need_len(0xE5, edt, 1)
-    if not (edt[0] <= 99 or edt[0] == 0xFF):
-        raise FrameError("EPC E5: day %d outside 0..99" % edt[0])
+    if edt[0] == HISTORY_DAY_DEFAULT:
+        return NO_DATA
+    if edt[0] > HISTORY_DAY_MAX:
+        raise FrameError("EPC E5: day %d outside 0..%d and not the default 0xFF" % (edt[0], HISTORY_DAY_MAX))
     return edt[0]
 
 
@@ -882,7 +953,7 @@ def encode_meter_property(epc: int, value) -> bytes:
     if epc in (0xE2, 0xE4):
         return encode_daily_history(value.day, value.values)
     if epc == 0xE5:
-        return bytes([value])
+        return bytes([_history_day_code(value)])
     if epc == 0xE7:
         return encode_power(value)
     if epc == 0xE8:
@@ -890,9 +961,9 @@ def encode_meter_property(epc: int, value) -> bytes:
     if epc in (0xEA, 0xEB):
         return encode_fixed_time(value.timestamp, value.raw)
     if epc in (0xEC, 0xEE):
-        return encode_energy_history(value.timestamp, value.pairs)
+        return encode_energy_history(value.timestamp, value.pairs, epc)
     if epc in (0xED, 0xEF):
-        return encode_history_request(value.timestamp, value.count)
+        return encode_history_request(value.timestamp, value.count, epc)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     raise ValueError("no encoder for EPC %02X" % epc)

@@ -233,6 +233,143 @@ def test_no_data_in_every_cumulative_slot():
     assert el.decode_meter_property(0xED, hx("FFFFFFFFFFFF01")) == el.HistoryRequest(None, 1)
 
 
+# ---------------------------------------------------------------- history days and history 2 limits
+
+
+def test_history_day_defaults_decode_to_no_data():
+    """E5 0xFF and the E2/E4 day 0x00FF are "default value" (never set), not 255 days (section 2.2)."""
+    assert el.decode_meter_property(0xE5, hx("FF")) is NO_DATA
+    assert el.decode_meter_property(0xE5, hx("63")) == 99 and el.decode_meter_property(0xE5, hx("00")) == 0
+    assert el.encode_meter_property(0xE5, NO_DATA) == hx("FF")
+    for epc in (0xE2, 0xE4):
+        history = el.decode_meter_property(epc, hx("00FF") + hx("FFFFFFFE") * 48)   # the simulator's answer
+        assert history.day is NO_DATA and not el.is_value(history.day)
+        assert history.values == (NO_DATA,) * 48
+        assert history.slot_times(datetime.date(2018, 7, 29)) == []
+    # The wire code 0xFF is still accepted by the encoders, and means the same.
+    assert el.encode_daily_history(0xFF, [NO_DATA] * 48) == el.encode_daily_history(NO_DATA, [NO_DATA] * 48)
+    assert el.encode_meter_property(0xE5, 0xFF) == hx("FF")
+    assert el.encode_meter_property(0xE2, el.DailyHistory(NO_DATA, (NO_DATA,) * 48))[:2] == hx("00FF")
+
+
+@pytest.mark.parametrize("value", [100, 0xFE, -1, 256, OVERFLOW, UNDERFLOW])
+def test_history_day_encoders_refuse_other_days(value):
+    with pytest.raises(ValueError):
+        el.encode_meter_property(0xE5, value)
+    with pytest.raises(ValueError):
+        el.encode_daily_history(value, [NO_DATA] * 48)
+
+
+@settings(max_examples=256, deadline=None)
+@given(st.integers(0, 255))
+def test_every_e5_byte(code):
+    if code <= 99:
+        assert el.decode_meter_property(0xE5, bytes([code])) == code
+    elif code == 0xFF:
+        assert el.decode_meter_property(0xE5, bytes([code])) is NO_DATA
+    else:
+        with pytest.raises(FrameError, match="E5: day %d outside 0..99" % code):
+            el.decode_meter_property(0xE5, bytes([code]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0xE2, 0xE4]), st.one_of(st.integers(0, 0x1FF), st.integers(0, 0xFFFF)),
+       st.dates(min_value=datetime.date(2000, 1, 1), max_value=datetime.date(2099, 12, 31)))
+def test_every_e2_day_word_and_its_slot_times(epc, word, today):
+    edt = word.to_bytes(2, "big") + hx("00000001") * 48
+    if word > 99 and word != 0xFF:
+        with pytest.raises(FrameError, match="%02X: day" % epc):
+            el.decode_meter_property(epc, edt)
+        return
+    history = el.decode_meter_property(epc, edt)
+    times = history.slot_times(today)
+    if word == 0xFF:
+        assert history.day is NO_DATA and times == []
+        return
+    assert history.day == word and len(times) == 48
+    first = datetime.datetime.combine(today, datetime.time()) - datetime.timedelta(days=word)
+    assert times[0] == first and times[-1] == first + datetime.timedelta(hours=23, minutes=30)
+    assert times[0] >= datetime.datetime.combine(today, datetime.time()) - datetime.timedelta(days=99)
+
+
+def _ec(stamp: str, count: int, pairs: int) -> bytes:
+    return hx(stamp) + bytes([count]) + hx("0000000100000002") * pairs
+
+
+def test_ec_ee_pair_limits():
+    """EC holds 1..12 pairs (7 + 8 n <= 103 bytes), EE 1..10 (<= 87 bytes), section 2.2."""
+    assert len(el.decode_meter_property(0xEC, _ec("07E2071D1700", 12, 12)).pairs) == 12
+    assert len(el.decode_meter_property(0xEE, _ec("07E2071D1701", 10, 10)).pairs) == 10
+    with pytest.raises(FrameError, match="EC: EDT holds 13 pairs, at most 12"):
+        el.decode_meter_property(0xEC, _ec("07E2071D1700", 13, 13))
+    with pytest.raises(FrameError, match="EE: EDT holds 11 pairs, at most 10"):
+        el.decode_meter_property(0xEE, _ec("07E2071D1701", 11, 11))
+    with pytest.raises(FrameError, match="EC: count 0 outside 1..12"):
+        el.decode_meter_property(0xEC, _ec("07E2071D1700", 0, 1))
+    with pytest.raises(FrameError, match="header says 2 pairs but EDT holds 1"):
+        el.decode_meter_property(0xEC, _ec("07E2071D1700", 2, 1))
+    with pytest.raises(ValueError):
+        el.encode_energy_history(None, [(1, 2)] * 13)
+    with pytest.raises(ValueError):
+        el.encode_energy_history(None, [(1, 2)] * 11, 0xEE)
+    with pytest.raises(ValueError):
+        el.encode_energy_history(None, [])
+
+
+def test_ec_ed_minute_must_be_00_or_30():
+    """ED: mm = 0x00 or 0x1E; EC's header is ED's.  EE/EF step by the minute."""
+    for minute in (0x00, 0x1E):
+        stamp = "07E2071D17%02X" % minute
+        assert el.decode_meter_property(0xED, hx(stamp + "03")).timestamp.minute == minute
+        assert el.decode_meter_property(0xEC, _ec(stamp, 1, 1)).timestamp.minute == minute
+    for minute in (0x01, 0x0F, 0x1D, 0x1F, 0x3B):
+        stamp = "07E2071D17%02X" % minute
+        with pytest.raises(FrameError, match="ED: minute %d .* expected 00 or 30" % minute):
+            el.decode_meter_property(0xED, hx(stamp + "03"))
+        with pytest.raises(FrameError, match="EC: minute %d" % minute):
+            el.decode_meter_property(0xEC, _ec(stamp, 1, 1))
+        assert el.decode_meter_property(0xEF, hx(stamp + "03")).timestamp.minute == minute
+        assert el.decode_meter_property(0xEE, _ec(stamp, 1, 1)).timestamp.minute == minute
+    quarter = datetime.datetime(2018, 7, 29, 23, 15)
+    with pytest.raises(ValueError):
+        el.encode_history_request(quarter, 3)
+    with pytest.raises(ValueError):
+        el.encode_energy_history(quarter, [(1, 2)])
+    assert el.encode_history_request(quarter, 3, 0xEF) == hx("07E2071D170F03")
+
+
+def test_ed_ef_count_limits():
+    """ED: n = 0x01..0x0C; EF: 1..10.  The default value FF..FF 01 decodes."""
+    assert el.decode_meter_property(0xED, hx("07E2071D17000C")).count == 12
+    assert el.decode_meter_property(0xEF, hx("07E2071D17000A")).count == 10
+    assert el.decode_meter_property(0xEF, hx("FFFFFFFFFFFF01")) == el.HistoryRequest(None, 1)
+    for epc, edt, limit in [(0xED, "07E2071D170000", 12), (0xED, "07E2071D17000D", 12),
+                            (0xED, "07E2071D1700FF", 12), (0xED, "FFFFFFFFFFFF00", 12),
+                            (0xEF, "07E2071D17000B", 10), (0xEF, "07E2071D170100", 10)]:
+        with pytest.raises(FrameError, match="%02X: count %d outside 1..%d" % (epc, hx(edt)[6], limit)):
+            el.decode_meter_property(epc, hx(edt))
+    stamp = datetime.datetime(2018, 7, 29, 23)
+    for count in (0, 13, 255):
+        with pytest.raises(ValueError):
+            el.encode_history_request(stamp, count)
+    with pytest.raises(ValueError):
+        el.encode_history_request(stamp, 11, 0xEF)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0xED, 0xEF]), st.integers(0, 59), st.integers(0, 255))
+def test_history_request_accepted_exactly_within_the_doc_limits(epc, minute, count):
+    edt = hx("07E2071D17") + bytes([minute, count])
+    limit = 12 if epc == 0xED else 10
+    ok = 1 <= count <= limit and (epc == 0xEF or minute in (0, 30))
+    try:
+        request = el.decode_meter_property(epc, edt)
+    except FrameError as exc:
+        assert not ok and ("minute" in str(exc) or "count" in str(exc))
+    else:
+        assert ok and request == (datetime.datetime(2018, 7, 29, 23, minute), count)
+
+
 def test_no_value_type():
     assert not el.is_value(NO_DATA) and el.is_value(0) and el.is_value(-1.5)
     assert NO_DATA != OVERFLOW and NO_DATA == NoValue("no data") and repr(UNDERFLOW) == "NoValue('underflow')"
@@ -311,6 +448,8 @@ def test_wrong_edt_length_raises_frame_error(epc, length):
     (0x80, "32"), (0x88, "40"), (0xD7, "00"), (0xD7, "09"), (0xE5, "64"), (0xD3, "000F4240"),
     (0xEA, "07E20D1D17000000003354"), (0xEA, "07E2071D18000000003354"), (0x97, "1800"),
     (0x98, "07EA0230"), (0x82, "00000000"), (0xEC, "07E2071D170002 0000000000000000"),
+    (0xE5, "FE"), (0xE5, "80"), (0xE2, "0064" + "00000000" * 48), (0xE4, "01FF" + "00000000" * 48),
+    (0xED, "07E2071D170F03"), (0xED, "07E2071D17000D"), (0xEC, "07E2071D170F01 0000000000000000"),
 ])
 def test_impossible_values_raise_frame_error(epc, edt):
     with pytest.raises(FrameError):
@@ -329,6 +468,9 @@ TYPED_SAMPLES = {
     0xE8: el.Currents(-7.0, 11.0), 0xEA: el.FixedTimeEnergy(datetime.datetime(2018, 7, 29, 23), 13140),
     0xEC: el.EnergyHistory(datetime.datetime(2018, 7, 29, 23), 30, ((1, 2), (NO_DATA, 3))),
     0xED: el.HistoryRequest(datetime.datetime(2018, 7, 29, 22, 30), 12),
+    0xE4: el.DailyHistory(NO_DATA, (NO_DATA,) * 48),
+    0xEE: el.EnergyHistory(datetime.datetime(2025, 1, 1, 0, 7), 1, ((5, 6),) * 10),
+    0xEF: el.HistoryRequest(datetime.datetime(2025, 1, 1, 0, 7), 10),
     0xD0: el.FixedTimeEnergyPair(datetime.datetime(2025, 1, 1, 0, 1), 5, 6),
 }
 
@@ -337,6 +479,18 @@ TYPED_SAMPLES = {
 def test_typed_round_trip(epc):
     value = TYPED_SAMPLES[epc]
     assert el.decode_meter_property(epc, el.encode_meter_property(epc, value)) == value
+
+
+@pytest.mark.parametrize("epc,value,wire", [
+    (0xE5, NO_DATA, "FF"), (0xE5, 0, "00"),
+    (0xE2, el.DailyHistory(NO_DATA, (NO_DATA,) * 48), "00FF" + "FFFFFFFE" * 48),
+    (0xEC, el.EnergyHistory(None, 30, ((NO_DATA, NO_DATA),)), "FFFFFFFFFFFF01FFFFFFFEFFFFFFFE"),
+    (0xED, el.HistoryRequest(None, 1), "FFFFFFFFFFFF01"),
+])
+def test_typed_round_trip_of_default_values(epc, value, wire):
+    """The "default value" codes of section 2.2 encode and decode both ways."""
+    assert el.encode_meter_property(epc, value) == hx(wire)
+    assert el.decode_meter_property(epc, hx(wire)) == value
 
 
 # ---------------------------------------------------------------- malformed frames
@@ -461,17 +615,34 @@ def test_fixed_time_round_trip(stamp, raw):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.one_of(st.integers(0, 99), st.just(0xFF)), st.lists(raw_st, min_size=48, max_size=48))
+@given(st.one_of(st.integers(0, 99), st.just(NO_DATA)), st.lists(raw_st, min_size=48, max_size=48))
 def test_daily_history_round_trip(day, values):
     assert el.decode_daily_history(el.encode_daily_history(day, values)) == (day, tuple(values))
 
 
+half_hours_st = stamps_st.map(lambda d: d.replace(minute=d.minute // 30 * 30, second=0))
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.one_of(st.none(), stamps_st.map(lambda d: d.replace(second=0))),
-       st.lists(st.tuples(raw_st, raw_st), min_size=1, max_size=12))
+@given(st.one_of(st.none(), half_hours_st), st.lists(st.tuples(raw_st, raw_st), min_size=1, max_size=12))
 def test_energy_history_round_trip(stamp, pairs):
     decoded = el.decode_energy_history(el.encode_energy_history(stamp, pairs))
     assert decoded == el.EnergyHistory(stamp, 30, tuple(pairs))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.none(), stamps_st.map(lambda d: d.replace(second=0))),
+       st.lists(st.tuples(raw_st, raw_st), min_size=1, max_size=10))
+def test_one_minute_history_round_trip(stamp, pairs):
+    """EE (Release R): any minute, 1..10 pairs."""
+    decoded = el.decode_energy_history(el.encode_energy_history(stamp, pairs, 0xEE), 0xEE)
+    assert decoded == el.EnergyHistory(stamp, 1, tuple(pairs))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.none(), half_hours_st), st.integers(1, 12))
+def test_history_request_round_trip(stamp, count):
+    assert el.decode_history_request(el.encode_history_request(stamp, count)) == (stamp, count)
 
 
 @settings(max_examples=200, deadline=None)
