@@ -2,12 +2,20 @@
 
     python3 -m keilib.sim wisun --kind ips [--id ID --password PWD --scale N --seed N]
                                 [--latency realistic|zero] [--link PATH] [--option K=V ...]
+                                [--control]
 
 The first line on stdout is the pty's slave path (flushed at once), so a
 script can read it and point kei (or any client) at it.  Serves until SIGINT
-or SIGTERM.  Each device is a subcommand built from a row of SUBCOMMANDS: its
-module's ``from_options()`` receives the options as strings, exactly as from
-a ``sim://`` URL, so both front ends accept the same names.
+or SIGTERM.  With ``--control`` (devices with a ``control()`` method: wisun)
+each line on stdin is a fault command switched on at once, e.g. ``silent on``,
+``delay_reply 3 1``, ``unplug`` (``keilib.sim.wisun.CONTROL_GRAMMAR``); each
+gets ``ok`` or ``error: <why>`` on stdout.  EOF on stdin ends only the
+control reader.  After ``unplug``/``replug`` the pty has a new path: use
+``--link`` for a stable name.
+
+Each device is a subcommand built from a row of SUBCOMMANDS: its module's
+``from_options()`` receives the options as strings, exactly as from a
+``sim://`` URL, so both front ends accept the same names.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
-from typing import Dict, List, Optional
+import threading
+from typing import Any, Dict, List, Optional
 
 from keilib.sim.transport import PtyTransport
 
@@ -37,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Serve a simulated device on a pty.")
     sub = parser.add_subparsers(dest="device", required=True)
     for name, (module_name, flags) in SUBCOMMANDS.items():
-        grammar = getattr(importlib.import_module(module_name), "URL_GRAMMAR", "")
+        module = importlib.import_module(module_name)
+        grammar = getattr(module, "URL_GRAMMAR", "")
         cmd = sub.add_parser(name, help="simulated %s" % name,
                              epilog="--option accepts every option of: %s" % grammar)
         for flag, option in flags.items():
@@ -45,8 +56,44 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--link", help="also make this symlink to the pty (like /dev/serial/by-id)")
         cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="any other device option, e.g. --option scan_min=6")
+        cmd.add_argument("--control", action="store_true",
+                         help="read fault commands from stdin, one a line; answer ok or "
+                              "error: ... on stdout" + (
+                                  " (%s)" % module.CONTROL_GRAMMAR
+                                  if hasattr(module, "CONTROL_GRAMMAR") else ""))
         cmd.add_argument("--verbose", action="store_true", help="log to stderr")
     return parser
+
+
+def serve_control(device: Any, stdin_fd: int = 0, stdout_fd: int = 1) -> None:
+    """Run ``device.control(line)`` for each stdin line until EOF; answer on stdout.
+
+    Raw fd I/O: a daemon thread blocked in a buffered stdin read would hold
+    that object's lock while the interpreter shuts down.
+    """
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(stdin_fd, 4096)
+        except OSError:
+            return
+        if not chunk:
+            return                               # EOF: the server keeps serving
+        pending += chunk
+        while b"\n" in pending:
+            raw, pending = pending.split(b"\n", 1)
+            command = raw.decode("utf-8", "replace").strip()
+            if not command:
+                continue
+            try:
+                device.control(command)
+                answer = "ok"
+            except Exception as exc:  # noqa: BLE001 - report, keep reading
+                answer = "error: %s" % (exc or type(exc).__name__)
+            try:
+                os.write(stdout_fd, answer.encode("utf-8", "replace") + b"\n")
+            except OSError:
+                return
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -73,12 +120,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         device = importlib.import_module(module_name).from_options(options)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.control and not hasattr(device, "control"):
+        device.close()
+        parser.error("--control: the %s device has no run-time faults" % args.device)
 
     transport = PtyTransport(device, link_path=args.link)
-    if hasattr(device, "bind_transport"):   # devices that pull their own plug (sensor)
+    if hasattr(device, "bind_transport"):   # devices that pull their own plug (sensor, wisun)
         device.bind_transport(transport)
     try:
         print(transport.slave_path, flush=True)
+        if args.control:                     # started after the mask: no signals here either
+            threading.Thread(target=serve_control, args=(device,), name="sim-control",
+                             daemon=True).start()
         signal.sigwait(STOP_SIGNALS)
     finally:
         transport.close()

@@ -25,7 +25,11 @@ str) -> device`` (raising ValueError with its grammar on a bad option) and a
 Unplugging a named device makes every read and write on ports opened before
 raise ``serial.SerialException`` (also after the replug, as a pulled USB
 port stays dead) and makes opening the URL fail until ``replug(name)``,
-which also power-cycles the device.
+which also power-cycles the device.  A named device that can pull its own
+plug (it has ``needs_transport``: the Wi-SUN module's unplug/replug faults)
+is bound to the registry (``device.bind_transport(plug)``, the plug calling
+unplug(name) / replug(name)); an unnamed one whose options schedule an unplug
+(``needs_transport`` true: ``unplug_after=``) is refused.
 
 ``read()`` waits on a Condition up to the port timeout; nothing spins.
 """
@@ -65,12 +69,31 @@ _registry: Dict[str, _Entry] = {}
 _registry_lock = threading.Lock()
 
 
+class RegistryPlug:
+    """What a named device's own unplug/replug faults pull: the registry entry."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def unplug(self) -> None:
+        unplug(self.name)
+
+    def replug(self) -> None:
+        replug(self.name)
+
+
+def _bind(name: str, device: Any) -> None:
+    if hasattr(device, "needs_transport"):
+        device.bind_transport(RegistryPlug(name))
+
+
 def register(name: str, device: Any) -> None:
     """Put a ready-made device under ``name`` (tests: a FakeClock, a pinned meter)."""
     with _registry_lock:
         if name in _registry:
             raise ValueError("a simulated device named %r exists already" % name)
         _registry[name] = _Entry(device)
+    _bind(name, device)
 
 
 def get_device(name: str) -> Any:
@@ -181,6 +204,11 @@ class Serial(SerialBase):
                 generation = 0
                 if name:
                     _registry[name] = _Entry(device)
+                    _bind(name, device)
+                elif getattr(device, "needs_transport", False):
+                    device.close()
+                    raise SerialException("could not open port %s: unplugging needs a named "
+                                          "device (add name=<n>)" % self.portstr)
         self._device, self._name, self._generation = device, name, generation
         with self._cond:
             self._rx.clear()

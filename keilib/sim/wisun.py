@@ -64,32 +64,50 @@ simple commands answer at once; EVENT 32/33 carry the module's own address;
 SKSTART, SKSEND*, SKCONNECT, SKCLOSE, SKREGDEV, SKRMDEV, SKSETKEY, SKRMKEY,
 SKSECENABLE, SKDSLEEP and SKRFLO are not emulated (FAIL ER04).
 
-Faults (``FAULTS``; run time: ``module.inject(name, **params)`` or the method
-named in the table; construction: the keyword/URL option shown)
+Faults (``FAULTS``; run time: ``module.inject(name, **params)``, the method
+named in the table, or one text command ``module.control("delay_reply 3 1")``
+(``CONTROL_GRAMMAR``; the CLI's ``--control`` reads these from stdin);
+construction: the keyword/URL option shown)
 --------------------------------------------------------------------------
-================  =======================  ==================================================
-name              option at construction   effect
-================  =======================  ==================================================
-out_of_range      out_of_range=1           meter unreachable: scans find nothing, SKSENDTO and
-                                           PANA get EVENT 21 01, joins end in EVENT 24
-silent            silent=1                 meter radio up but it answers nothing: no replies,
-                                           no INF, joins time out (EVENT 24), SKTERM -> 28
-join_failures     join_failures=N          the next N joins are refused (EVENT 24), as with a
-                                           wrong ID/password
-session_expiry    lifetime=S, reauth=fail  EVENT 29 now, then re-auth -> EVENT 25, or 24 when
-                                           reauth='fail'
-peer_terminate    -                        the meter ends the session: PANA PTR, EVENT 26
-tx_limit          tx_budget_ms=N           EVENT 32 now, sends refused (EVENT 21 01) for
-                                           ``seconds``, then EVENT 33
-garbage           -                        raw bytes (default: non-ASCII junk + CR LF) on the line
-bad_erxudp        -                        the next ``count`` meter replies are 'truncated' or
-                                           'malformed' ERXUDP lines
-delay_reply       -                        the next ``count`` replies come ``seconds`` late
-duplicate_reply   -                        the next ``count`` replies are sent twice
-reset             -                        unsolicited module reset (state lost, nothing printed)
-unplug / replug   -                        a transport matter: PtyTransport.unplug()/replug(),
-                                           keilib.sim.protocol_sim.unplug(name)/replug(name)
-================  =======================  ==================================================
+================  ==========================  ===============================================
+name              option at construction      effect
+================  ==========================  ===============================================
+out_of_range      out_of_range=1              meter unreachable: scans find nothing, SKSENDTO
+                                              and PANA get EVENT 21 01, joins end in EVENT 24
+silent            silent=1                    meter radio up but it answers nothing: no
+                                              replies, no INF, joins time out (EVENT 24),
+                                              SKTERM -> 28
+join_failures     join_failures=N             the next N joins are refused (EVENT 24), as
+                                              with a wrong ID/password
+session_expiry    lifetime=S, reauth=fail     EVENT 29 now, then re-auth -> EVENT 25, or 24
+                                              when reauth='fail'
+peer_terminate    terminate_after=S           the meter ends the session: PANA PTR, EVENT 26
+tx_limit          tx_limit_after=S            EVENT 32 now, sends refused (EVENT 21 01) for
+                  [tx_limit_for=S], or        ``seconds`` (option: tx_limit_for, default
+                  tx_budget_ms=N              60), then EVENT 33
+garbage           garbage_every=S             raw bytes (default: non-ASCII junk + CR LF)
+                                              on the line
+bad_erxudp        bad_erxudp=MODE[:N]         the next ``count`` (N, default 1) meter
+                                              replies are 'truncated' or 'malformed' ERXUDP
+delay_reply       delay_reply=S[:N]           the next ``count`` replies come ``seconds`` late
+duplicate_reply   duplicate_reply=N           the next ``count`` replies are sent twice
+reset             reset_after=S               unsolicited module reset (state lost, nothing
+                                              printed)
+unplug / replug   unplug_after=S              the device disappears (port closed, as a pulled
+                  [unplug_for=S]              USB stick); it comes back, powered up afresh,
+                                              with ``replug`` or ``seconds`` later (option:
+                                              unplug_for, default 5)
+================  ==========================  ===============================================
+
+Timed start options (``*_after``) fire once, S module seconds (``scale``
+applies) after the first PANA session comes up (the first EVENT 25), so a
+client has joined before they hit; ``garbage_every`` runs from construction,
+every S seconds.  The reply options count the meter's replies to the host's
+requests from the first one (not its INF notifications).  Timed faults
+survive a module reset.  unplug/replug need a transport to pull:
+``bind_transport(t)`` with ``t.unplug()``/``t.replug()`` (``PtyTransport``;
+``python3 -m keilib.sim`` binds its pty, a named ``sim://wisun?name=x`` port
+binds the registry, as ``keilib.sim.protocol_sim.unplug(name)``/``replug``).
 """
 
 from __future__ import annotations
@@ -170,8 +188,13 @@ MAX_LINE = 1024
 
 PRODUCT_COMMANDS = (b"WOPT", b"ROPT", b"WUART", b"RUART")
 
-# Scheduler tags: the meter's timers survive a module reset, the rest do not.
+# Scheduler tags: the meter's timers and the timed faults (``*_after``,
+# ``garbage_every``: the test harness, not the firmware) survive a module
+# reset, the rest do not.
 TAG_METER = "meter"
+TAG_FAULT = "fault"
+KEEP_ON_RESET = (TAG_METER, TAG_FAULT)
+BAD_ERXUDP_MODES = ("truncated", "malformed")
 
 
 class _Fail(Exception):
@@ -290,7 +313,14 @@ class WisunModule:
                  pairing_id: Optional[str] = None, scan_min: int = 4,
                  lifetime: float = 86400.0, reauth: str = "ok", join_failures: int = 0,
                  out_of_range: bool = False, silent: bool = False,
-                 tx_budget_ms: int = TX_BUDGET_MS):
+                 tx_budget_ms: int = TX_BUDGET_MS,
+                 terminate_after: Optional[float] = None,
+                 tx_limit_after: Optional[float] = None, tx_limit_for: float = 60.0,
+                 garbage_every: Optional[float] = None,
+                 bad_erxudp: Optional[Tuple[str, int]] = None,
+                 delay_reply: Optional[Tuple[float, int]] = None, duplicate_reply: int = 0,
+                 reset_after: Optional[float] = None,
+                 unplug_after: Optional[float] = None, unplug_for: float = 5.0):
         if kind not in MODULE_KINDS:
             raise ValueError("unknown module kind %r (one of %s)" % (kind, ", ".join(MODULE_KINDS)))
         if latency not in LATENCIES:
@@ -299,6 +329,21 @@ class WisunModule:
             raise ValueError("reauth must be 'ok' or 'fail'")
         if not FIRST_CHANNEL <= channel <= LAST_CHANNEL:
             raise ValueError("channel must be 21..3C (hex)")
+        for name, value in (("terminate_after", terminate_after), ("tx_limit_after", tx_limit_after),
+                            ("reset_after", reset_after), ("unplug_after", unplug_after)):
+            if value is not None and not 0 <= value < float("inf"):
+                raise ValueError("%s must be a number of seconds >= 0, got %r" % (name, value))
+        for name, value in (("tx_limit_for", tx_limit_for), ("unplug_for", unplug_for),
+                            ("garbage_every", garbage_every)):
+            if value is not None and not 0 < value < float("inf"):
+                raise ValueError("%s must be a number of seconds > 0, got %r" % (name, value))
+        if bad_erxudp is not None and (bad_erxudp[0] not in BAD_ERXUDP_MODES or bad_erxudp[1] < 1):
+            raise ValueError("bad_erxudp must be (truncated|malformed, count >= 1), got %r"
+                             % (bad_erxudp,))
+        if delay_reply is not None and not (0 < delay_reply[0] < float("inf") and delay_reply[1] >= 1):
+            raise ValueError("delay_reply must be (seconds > 0, count >= 1), got %r" % (delay_reply,))
+        if duplicate_reply < 0:
+            raise ValueError("duplicate_reply must be >= 0, got %r" % (duplicate_reply,))
         self.kind = MODULE_KINDS[kind]
         self.clock = clock or SYSTEM_CLOCK
         self.latency = latency
@@ -331,6 +376,24 @@ class WisunModule:
         self.silent = silent
         self.join_failures = join_failures
         self._reply_faults: Deque[Tuple[str, Any]] = deque()
+        # Faults set at construction: timed ones wait for the first session.
+        self._transport: Any = None               # bind_transport(): what unplug pulls
+        self.unplug_after, self.unplug_for = unplug_after, unplug_for
+        self._timed_faults: List[Tuple[float, Callable[[], None]]] = []
+        if terminate_after is not None:
+            self._timed_faults.append((terminate_after, self.terminate_session))
+        if tx_limit_after is not None:
+            self._timed_faults.append((tx_limit_after, lambda: self.restrict_tx(tx_limit_for)))
+        if reset_after is not None:
+            self._timed_faults.append((reset_after, self.reset))
+        if unplug_after is not None:
+            self._timed_faults.append((unplug_after, lambda: self.unplug(unplug_for)))
+        self._first_session = True
+        if bad_erxudp is not None:
+            self._reply_faults.extend([("corrupt", bad_erxudp[0])] * bad_erxudp[1])
+        if delay_reply is not None:
+            self._reply_faults.extend([("delay", float(delay_reply[0]))] * delay_reply[1])
+        self._reply_faults.extend([("duplicate", None)] * duplicate_reply)
 
         self._lock = threading.RLock()
         self._sink: Optional[Callable[[bytes], None]] = None
@@ -342,6 +405,9 @@ class WisunModule:
         # The meter counts half-hours from now on; the module relays its INF.
         self.meter.notifications_due(self.clock.now())
         self._schedule_notification()
+        if garbage_every is not None:
+            self._scheduler.call_later(garbage_every, self._garbage_tick, garbage_every,
+                                       tag=TAG_FAULT)
 
     # -- device interface ------------------------------------------------
     def attach(self, write: Optional[Callable[[bytes], None]]) -> None:
@@ -358,7 +424,7 @@ class WisunModule:
     def reset(self) -> None:
         """Power-on reset (also the 'reset' fault): every volatile state is lost."""
         with self._lock:
-            self._scheduler.cancel_all(keep=(TAG_METER,))
+            self._scheduler.cancel_all(keep=KEEP_ON_RESET)
             self._reset_state()
 
     def close(self) -> None:
@@ -367,7 +433,17 @@ class WisunModule:
                 return
             self._closed = True
             self._sink = None
+            self._transport = None
         self._scheduler.close()
+
+    def bind_transport(self, transport: Any) -> None:
+        """What the unplug/replug faults pull: an object with ``unplug()`` and ``replug()``."""
+        self._transport = transport
+
+    @property
+    def needs_transport(self) -> bool:
+        """True when an unplug is scheduled at construction (``unplug_after``)."""
+        return self.unplug_after is not None
 
     # -- inspection for tests --------------------------------------------
     @property
@@ -443,7 +519,7 @@ class WisunModule:
 
     def corrupt_next_reply(self, mode: str = "truncated", count: int = 1) -> None:
         """The next ``count`` meter replies are 'truncated' or 'malformed' ERXUDP lines."""
-        if mode not in ("truncated", "malformed"):
+        if mode not in BAD_ERXUDP_MODES:
             raise ValueError("mode must be 'truncated' or 'malformed'")
         with self._lock:
             self._reply_faults.extend([("corrupt", mode)] * count)
@@ -457,6 +533,69 @@ class WisunModule:
         """The next ``count`` meter replies are sent twice."""
         with self._lock:
             self._reply_faults.extend([("duplicate", None)] * count)
+
+    def unplug(self, seconds: Optional[float] = None) -> None:
+        """The device disappears from the host (the bound transport's ``unplug()``);
+        with ``seconds``, it is plugged back in that many module seconds later."""
+        transport = self._transport
+        if transport is None:
+            raise ValueError("fault 'unplug' needs a transport: bind_transport() (done by "
+                             "python3 -m keilib.sim and by a named sim://wisun?name=... port)")
+        if seconds is not None and not 0 < seconds < float("inf"):
+            raise ValueError("seconds must be > 0, got %r" % (seconds,))
+        logger.info("wisun sim: unplugged%s", " for %g s" % seconds if seconds else "")
+        transport.unplug()
+        if seconds is not None:
+            self._scheduler.call_later(seconds, self._unlocked, self.replug, tag=TAG_FAULT)
+
+    def replug(self) -> None:
+        """The device comes back, powered up afresh (the bound transport's ``replug()``)."""
+        transport = self._transport
+        if transport is None:
+            raise ValueError("fault 'replug' needs a transport: bind_transport()")
+        transport.replug()
+        logger.info("wisun sim: plugged back in")
+
+    def control(self, command: str) -> None:
+        """One text fault command (``CONTROL_GRAMMAR``), e.g. 'silent on', 'delay_reply 3 1'."""
+        tokens = command.split()
+        if not tokens:
+            raise ValueError("empty command; expected %s" % CONTROL_GRAMMAR)
+        name, texts = tokens[0], tokens[1:]
+        if name not in FAULTS:
+            raise ValueError("unknown fault %r; expected %s" % (name, CONTROL_GRAMMAR))
+        spec = FAULT_ARGS[name]
+        if len(texts) > len(spec):
+            raise ValueError("%s takes at most %d argument(s); usage: %s"
+                             % (name, len(spec), _control_usage(name)))
+        params: Dict[str, Any] = {}
+        for (keyword, convert, _), text in zip(spec, texts):
+            try:
+                params[keyword] = convert(text)
+            except ValueError as exc:
+                raise ValueError("bad value %r for %s (%s); usage: %s"
+                                 % (text, keyword, exc, _control_usage(name))) from None
+        self.inject(name, **params)
+
+    # -- timed faults (construction options) ------------------------------
+    def _unlocked(self, fn: Callable[[], Any]) -> None:
+        """A scheduled fault that takes its own locks (unplug/replug reach the transport)."""
+        if not self._closed:
+            fn()
+
+    def _arm_timed_faults(self) -> None:
+        """The first session is up: the ``*_after`` options start counting."""
+        if not self._first_session:
+            return
+        self._first_session = False
+        for delay, fn in self._timed_faults:
+            self._scheduler.call_later(delay, self._unlocked, fn, tag=TAG_FAULT)
+
+    def _garbage_tick(self, every: float) -> None:
+        if self._closed:
+            return
+        self.inject_garbage()
+        self._scheduler.call_later(every, self._garbage_tick, every, tag=TAG_FAULT)
 
     # -- state -----------------------------------------------------------
     def _reset_state(self) -> None:
@@ -817,7 +956,7 @@ class WisunModule:
 
     def cmd_skreset(self, args: List[str]) -> None:
         self._argc(args, 0)
-        self._scheduler.cancel_all(keep=(TAG_METER,))
+        self._scheduler.cancel_all(keep=KEEP_ON_RESET)
         self._reset_state()
         self._line_out("OK")
 
@@ -1096,6 +1235,7 @@ class WisunModule:
     def _join_done(self, peer: str) -> None:
         self._session = SESSION_UP
         self._event(0x25, peer)
+        self._arm_timed_faults()
         self._after(self.lifetime, self._lifetime_expired, tag="session")
         if self._announce:             # not after a re-authentication
             self._announce = False
@@ -1148,7 +1288,7 @@ COMMANDS: Dict[str, str] = {
     "SKSAVE": "cmd_flash", "SKLOAD": "cmd_flash", "SKERASE": "cmd_flash",
 }
 
-# Fault name -> (method, description); method None: the transport does it.
+# Fault name -> (method, description)
 FAULTS: Dict[str, Tuple[Optional[str], str]] = {
     "out_of_range": ("set_out_of_range", "meter unreachable (on=True/False)"),
     "silent": ("set_silent", "meter answers nothing (on=True/False)"),
@@ -1161,8 +1301,8 @@ FAULTS: Dict[str, Tuple[Optional[str], str]] = {
     "delay_reply": ("delay_next_reply", "seconds, count"),
     "duplicate_reply": ("duplicate_next_reply", "count"),
     "reset": ("reset", "unsolicited module reset"),
-    "unplug": (None, "PtyTransport.unplug() or keilib.sim.protocol_sim.unplug(name)"),
-    "replug": (None, "PtyTransport.replug() or keilib.sim.protocol_sim.replug(name)"),
+    "unplug": ("unplug", "the device disappears (needs bind_transport); back after seconds"),
+    "replug": ("replug", "the device comes back, powered up afresh"),
 }
 
 
@@ -1185,9 +1325,76 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 def _positive(text: str) -> float:
     value = float(text)
-    if value <= 0:
+    if not 0 < value < float("inf"):
         raise ValueError("must be positive")
     return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number of seconds >= 0")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a whole number >= 1")
+    return value
+
+
+def _switch(text: str) -> bool:
+    table = {"on": True, "1": True, "true": True, "yes": True,
+             "off": False, "0": False, "false": False, "no": False}
+    if text.lower() not in table:
+        raise ValueError("expected on or off")
+    return table[text.lower()]
+
+
+def _bad_erxudp(text: str) -> Tuple[str, int]:
+    mode, _, count = text.partition(":")
+    if mode not in BAD_ERXUDP_MODES:
+        raise ValueError("expected truncated[:N] or malformed[:N]")
+    return mode, _count(count) if count else 1
+
+
+def _delay_reply(text: str) -> Tuple[float, int]:
+    seconds, _, count = text.partition(":")
+    return _positive(seconds), _count(count) if count else 1
+
+
+def _hex_bytes(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ValueError("expected hex digits") from None
+
+
+# Fault -> its parameters for control(): (keyword, converter, usage), all optional, in order.
+FAULT_ARGS: Dict[str, List[Tuple[str, Callable[[str], Any], str]]] = {
+    "out_of_range": [("on", _switch, "on|off")],
+    "silent": [("on", _switch, "on|off")],
+    "join_failures": [("count", _count, "N")],
+    "session_expiry": [("reauth", _choice("ok", "fail"), "ok|fail")],
+    "peer_terminate": [],
+    "tx_limit": [("seconds", _positive, "S")],
+    "garbage": [("data", _hex_bytes, "HEX")],
+    "bad_erxudp": [("mode", _choice(*BAD_ERXUDP_MODES), "|".join(BAD_ERXUDP_MODES)),
+                   ("count", _count, "N")],
+    "delay_reply": [("seconds", _positive, "S"), ("count", _count, "N")],
+    "duplicate_reply": [("count", _count, "N")],
+    "reset": [],
+    "unplug": [("seconds", _positive, "S")],
+    "replug": [],
+}
+
+
+def _control_usage(name: str) -> str:
+    return " ".join([name] + ["[%s]" % usage for _, _, usage in FAULT_ARGS[name]])
+
+
+CONTROL_GRAMMAR = " | ".join(_control_usage(name) for name in FAULTS)
 
 
 # option -> (converter, constructor keyword, help)
@@ -1210,6 +1417,18 @@ WISUN_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str, str]] = {
     "out_of_range": (_flag, "out_of_range", "0|1: meter unreachable"),
     "silent": (_flag, "silent", "0|1: meter answers nothing"),
     "tx_budget_ms": (int, "tx_budget_ms", "transmit-time budget per hour in ms"),
+    # Timed faults: S seconds after the first EVENT 25 (garbage_every: from the start)
+    "terminate_after": (_seconds, "terminate_after",
+                        "S after the first EVENT 25: the meter ends the session (EVENT 26)"),
+    "tx_limit_after": (_seconds, "tx_limit_after", "S after the first EVENT 25: EVENT 32, sends refused"),
+    "tx_limit_for": (_positive, "tx_limit_for", "S until EVENT 33, default 60"),
+    "garbage_every": (_positive, "garbage_every", "S between non-ASCII junk lines"),
+    "bad_erxudp": (_bad_erxudp, "bad_erxudp", "truncated|malformed[:N]: the first N replies"),
+    "delay_reply": (_delay_reply, "delay_reply", "S[:N]: the first N replies S late"),
+    "duplicate_reply": (_count, "duplicate_reply", "N: the first N replies sent twice"),
+    "reset_after": (_seconds, "reset_after", "S after the first EVENT 25: module reset"),
+    "unplug_after": (_seconds, "unplug_after", "S after the first EVENT 25: the device disappears"),
+    "unplug_for": (_positive, "unplug_for", "S until it comes back, default 5"),
     "reverse": (_flag, "", "0|1: the meter measures reverse flow (EB)"),
 }
 
@@ -1230,6 +1449,9 @@ def from_options(options: Mapping[str, str]) -> WisunModule:
         except ValueError as exc:
             raise ValueError("bad value %r for option %r (%s); expected %s"
                              % (text, name, exc, URL_GRAMMAR)) from None
+    for option, needs in (("tx_limit_for", "tx_limit_after"), ("unplug_for", "unplug_after")):
+        if option in values and needs not in values:
+            raise ValueError("option %r needs %r; expected %s" % (option, needs, URL_GRAMMAR))
     kwargs = {WISUN_OPTIONS[name][1]: value for name, value in values.items()
               if WISUN_OPTIONS[name][1]}
     if "scale" in values:
@@ -1239,5 +1461,5 @@ def from_options(options: Mapping[str, str]) -> WisunModule:
     return WisunModule(**kwargs)
 
 
-__all__ = ["WisunModule", "ModuleKind", "MODULE_KINDS", "FAULTS", "COMMANDS", "WISUN_OPTIONS",
-           "URL_GRAMMAR", "from_options", "link_local", "pana_message"]
+__all__ = ["WisunModule", "ModuleKind", "MODULE_KINDS", "FAULTS", "FAULT_ARGS", "CONTROL_GRAMMAR",
+           "COMMANDS", "WISUN_OPTIONS", "URL_GRAMMAR", "from_options", "link_local", "pana_message"]
