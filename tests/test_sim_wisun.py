@@ -20,7 +20,10 @@ import keilib.sim
 from keilib.sim import protocol_sim
 from keilib.sim.meter import SmartMeter
 from keilib.sim.transport import PtyTransport
-from keilib.sim.wisun import FAULTS, MODULE_KINDS, WisunModule, link_local, parse_hex
+from keilib.sim.wisun import (CONTROL_GRAMMAR, FAULT_ARGS, FAULTS, MODULE_KINDS, WisunModule,
+                              from_options, link_local, parse_hex)
+
+from support import wait_for
 
 RBID = "00112233445566778899AABBCCDDEEFF"     # skstack.md 7.1: Pairing ID CCDDEEFF
 PWD = "0123456789AB"
@@ -565,6 +568,21 @@ def test_join_with_wrong_password_ends_in_event_24(connect):
     assert host.command("SKTERM", 1) == ["FAIL ER10"]
 
 
+def test_join_with_wrong_route_b_id_ends_in_event_24(connect):
+    module = make_module("ips")
+    host = connect(module)
+    host.command("SKSREG SFE 0", 2)
+    host.send(b"SKSETRBID %s\r\nSKSETPWD C %s\r\nSKSREG S2 21\r\nSKSREG S3 8888\r\n"
+              % (b"FFEEDDCCBBAA99887766554433221100", PWD.encode()))
+    assert host.lines(4) == ["OK"] * 4
+    host.send(("SKJOIN %s\r\n" % METER).encode())
+    lines = host.until("EVENT 24")
+    assert lines[-1] == "EVENT 24 " + METER and "EVENT 25 " + METER not in lines
+    assert [line.split()[7] for line in lines if line.startswith("ERXUDP")][-1] == "0028"  # PAR-C reject
+    assert not module.session_up
+    host.quiet(0.1)
+
+
 def test_join_on_the_wrong_channel_gets_no_answer(connect):
     module = make_module("bp35a1")
     host = connect(module)
@@ -791,17 +809,239 @@ def test_fault_module_reset(connect):
 def test_fault_table_is_complete():
     module = make_module("bp35a1")
     try:
+        assert set(FAULT_ARGS) == set(FAULTS)
         for name, (method, description) in FAULTS.items():
-            assert description
-            if method is None:
-                with pytest.raises(ValueError, match="transport"):
-                    module.inject(name)
-            else:
-                assert callable(getattr(module, method)), name
+            assert description and callable(getattr(module, method)), name
+            assert name in CONTROL_GRAMMAR
+        for name in ("unplug", "replug"):              # nothing bound to pull
+            with pytest.raises(ValueError, match="transport"):
+                module.inject(name)
         with pytest.raises(ValueError, match="unknown fault"):
             module.inject("meteor_strike")
     finally:
         module.close()
+
+
+# ---------------------------------------------------------------------------
+# Faults as text commands (control(): what the CLI's --control reads)
+# ---------------------------------------------------------------------------
+def test_control_commands_switch_faults(connect):
+    module = make_module("ips")
+    host = connect(module)
+    setup_and_join(host, module)
+    module.control("silent on")
+    assert module.silent
+    module.control("silent off")
+    module.control("out_of_range 1")
+    assert module.out_of_range
+    module.control("out_of_range off")
+    module.control("duplicate_reply")
+    module.control("bad_erxudp malformed 1")
+    host.send(sendto(module, GET_E7))
+    host.lines(3)
+    assert host.line() == host.line()                   # duplicated
+    host.send(sendto(module, GET_E7))
+    host.lines(3)
+    assert len(host.line().split()) < 9                # malformed
+    module.control("garbage 41420D0A")
+    assert host.line() == "AB"
+    module.control("tx_limit 30")
+    assert host.line() == "EVENT 32 " + OWN
+    module.control("peer_terminate")
+    host.line()                                        # the PANA PTR
+    assert host.line() == "EVENT 26 " + METER
+    module.control("reset")
+    assert module.sfe == 1 and not module.tx_restricted
+
+
+@pytest.mark.parametrize("command,message", [
+    ("", "empty command"),
+    ("meteor", "unknown fault 'meteor'; expected out_of_range [on|off] |"),
+    ("silent maybe", "bad value 'maybe' for on (expected on or off); usage: silent [on|off]"),
+    ("tx_limit 5 6", "tx_limit takes at most 1 argument(s); usage: tx_limit [S]"),
+    ("tx_limit -1", "bad value '-1' for seconds"),
+    ("bad_erxudp sideways", "expected one of truncated|malformed"),
+    ("delay_reply 3 0", "bad value '0' for count"),
+    ("garbage xyz", "expected hex digits"),
+    ("unplug", "fault 'unplug' needs a transport"),
+])
+def test_control_rejects_bad_commands(command, message):
+    module = make_module("ips")
+    try:
+        with pytest.raises(ValueError) as info:
+            module.control(command)
+        assert message in str(info.value)
+    finally:
+        module.close()
+
+
+# ---------------------------------------------------------------------------
+# Faults set at start (WISUN_OPTIONS: the sim:// URL and the CLI's --option)
+# ---------------------------------------------------------------------------
+URL = ("sim://wisun?kind=ips&latency=zero&id=%s&password=%s&mac=%s&meter_mac=%s&channel=21&pan=8888"
+       % (RBID, PWD, OWN_MAC, METER_MAC))
+
+
+@pytest.fixture
+def url_host():
+    """url_host('opt=value&...') -> (Host, module) on a named sim:// port."""
+    keilib.sim.register_url_handler()
+    ports = []
+
+    def _open(options: str):
+        name = "wisun-options-%d" % len(ports)
+        port = serial.serial_for_url("%s&name=%s&%s" % (URL, name, options), timeout=0.05)
+        ports.append(port)
+        return Host(port), protocol_sim.get_device(name)
+
+    yield _open
+    for port in ports:
+        port.close()
+    protocol_sim.forget_all()
+
+
+def test_start_option_terminate_after(url_host):
+    host, module = url_host("terminate_after=0.2")
+    started = time.monotonic()
+    setup_and_join(host, module)
+    lines = host.until("EVENT 26")
+    assert lines[-1] == "EVENT 26 " + METER and lines[0].split()[3] == "02CC"   # PANA PTR first
+    assert time.monotonic() - started >= 0.2 and not module.session_up
+    host.send(("SKJOIN %s\r\n" % METER).encode())     # once only: the next session stays
+    host.until("EVENT 25")
+    assert host.line().startswith("ERXUDP ")          # the instance-list INF
+    host.quiet(0.4)
+    assert module.session_up
+
+
+def test_start_option_tx_limit_after_and_for(url_host):
+    host, module = url_host("tx_limit_after=0&tx_limit_for=0.5")
+    setup_and_join(host, module)
+    assert host.line() == "EVENT 32 " + OWN
+    host.send(sendto(module, GET_E7))
+    assert host.lines(3) == ["", "EVENT 21 %s 01" % METER, "OK"]   # refused meanwhile
+    assert host.line() == "EVENT 33 " + OWN
+    host.send(sendto(module, GET_E7))
+    assert host.lines(3)[1] == "EVENT 21 %s 00" % METER
+    assert host.line().startswith("ERXUDP ")
+
+
+def test_start_option_garbage_every(url_host):
+    host, module = url_host("garbage_every=0.05")
+    junk = b"\x00\xff\xfe\x80 EVE\xe3\x81\x82#%".decode("latin-1")
+    assert host.lines(3) == [junk] * 3                  # from the start, no session needed
+
+
+@pytest.mark.parametrize("option,corrupt", [("truncated", 1), ("truncated:2", 2), ("malformed:2", 2)])
+def test_start_option_bad_erxudp(url_host, option, corrupt):
+    host, module = url_host("bad_erxudp=" + option)
+    setup_and_join(host, module)                       # the instance-list INF is not a reply
+    for index in range(corrupt + 1):
+        host.send(sendto(module, GET_E7))
+        host.lines(3)
+        fields = host.line().split()
+        sound = len(fields) == 9 and len(fields[8]) == 2 * int(fields[7], 16) == 36
+        assert sound == (index == corrupt), (index, fields)
+        if not sound and option.startswith("truncated"):
+            assert len(fields) == 9 and 0 < len(fields[8]) < 2 * int(fields[7], 16)
+
+
+def test_start_option_delay_reply(url_host):
+    host, module = url_host("delay_reply=0.4:1")
+    setup_and_join(host, module)
+    host.send(sendto(module, GET_E7))
+    sent = time.monotonic()
+    host.lines(3)
+    host.quiet(0.2)
+    assert host.line().startswith("ERXUDP ") and time.monotonic() - sent >= 0.4
+    host.send(sendto(module, GET_E7))                  # only the first reply was late
+    host.lines(3)
+    assert host.line(timeout=0.3).startswith("ERXUDP ")
+
+
+def test_start_option_duplicate_reply(url_host):
+    host, module = url_host("duplicate_reply=1")
+    setup_and_join(host, module)
+    host.send(sendto(module, GET_E7))
+    host.lines(3)
+    first, second = host.line(), host.line()
+    assert first == second and first.startswith("ERXUDP ")
+    host.send(sendto(module, GET_E7))
+    host.lines(3)
+    assert host.line().startswith("ERXUDP ")
+    host.quiet(0.1)
+
+
+def test_start_option_reset_after(url_host):
+    host, module = url_host("reset_after=0.1")
+    setup_and_join(host, module)
+    wait_for(lambda: not module.session_up, 3.0, message="the scheduled reset")
+    assert module.sfe == 1                             # power-on state: echo back on
+    assert host.command("SKTERM", 2) == ["SKTERM", "FAIL ER10"]
+    host.quiet(0.05)
+
+
+def test_start_option_unplug_after_and_for(url_host):
+    host, module = url_host("unplug_after=0.1&unplug_for=0.4")
+    setup_and_join(host, module)
+    unplugged = time.monotonic()
+    with pytest.raises(serial.SerialException):
+        host.line(timeout=3.0)                         # the port dies under the reader
+    name = "wisun-options-0"
+    url = "%s&name=%s" % (URL, name)
+
+    def reopened():
+        try:
+            return serial.serial_for_url(url, timeout=0.05)
+        except serial.SerialException as exc:
+            assert "unplugged" in str(exc)
+            return None
+    port = wait_for(reopened, 3.0, message="the device to come back")
+    try:
+        assert time.monotonic() - unplugged >= 0.3
+        host = Host(port)
+        assert host.command("SKVER", 3) == ["SKVER", "EVER 1.2.8", "OK"]   # powered up afresh
+        assert not module.session_up
+    finally:
+        port.close()
+
+
+def test_unplug_option_needs_a_named_sim_port():
+    keilib.sim.register_url_handler()
+    with pytest.raises(serial.SerialException, match="needs a named device"):
+        serial.serial_for_url(URL + "&unplug_after=1", timeout=0.05)
+
+
+@pytest.mark.parametrize("option,message", [
+    ("terminate_after=-1", "bad value '-1' for option 'terminate_after' (must be a number of seconds >= 0)"),
+    ("tx_limit_after=soon", "bad value 'soon' for option 'tx_limit_after'"),
+    ("tx_limit_for=5", "option 'tx_limit_for' needs 'tx_limit_after'"),
+    ("garbage_every=0", "bad value '0' for option 'garbage_every' (must be positive)"),
+    ("bad_erxudp=sideways", "bad value 'sideways' for option 'bad_erxudp' (expected truncated[:N]"),
+    ("bad_erxudp=truncated:0", "bad value 'truncated:0' for option 'bad_erxudp'"),
+    ("delay_reply=3:x", "bad value '3:x' for option 'delay_reply'"),
+    ("delay_reply=0", "bad value '0' for option 'delay_reply' (must be positive)"),
+    ("duplicate_reply=0", "bad value '0' for option 'duplicate_reply' (must be a whole number >= 1)"),
+    ("reset_after=inf", "bad value 'inf' for option 'reset_after'"),
+    ("unplug_for=2", "option 'unplug_for' needs 'unplug_after'"),
+    ("unplug_after=1&unplug_for=-2", "bad value '-2' for option 'unplug_for'"),
+])
+def test_bad_start_option_values_are_refused(option, message):
+    options = dict(item.split("=", 1) for item in option.split("&"))
+    with pytest.raises(ValueError) as info:
+        from_options(options)
+    assert message in str(info.value) and "sim://wisun?kind=" in str(info.value)
+    keilib.sim.register_url_handler()
+    with pytest.raises(serial.SerialException) as info:
+        serial.serial_for_url("sim://wisun?" + option, timeout=0.05)
+    assert message in str(info.value)
+
+
+def test_constructor_checks_fault_arguments():
+    for kwargs in ({"terminate_after": -1}, {"tx_limit_for": 0}, {"bad_erxudp": ("sideways", 1)},
+                   {"delay_reply": (1.0, 0)}, {"duplicate_reply": -1}, {"unplug_for": 0}):
+        with pytest.raises(ValueError):
+            make_module("ips", **kwargs)
 
 
 def test_parse_hex_accepts_short_and_lower_case():
