@@ -107,6 +107,7 @@ SCAN_DURATIONS = (4, 5, 6, 7, 8)
 JOIN_TRIES = 3
 MISSES_BEFORE_REJOIN = 3
 SILENCE_BEFORE_REJOIN = 600.0
+STOP_SKTERM_SECONDS = 1.2       # the whole SKTERM exchange at stop (the stop budget is 2 s)
 REAUTH_WAIT = 30.0
 TX_BLOCK_CHECK = 300.0          # ask the module (SFB) this often while sending is paused
 TX_BLOCK_MAX = 3900.0           # the limit is counted over an hour; then stop waiting
@@ -312,6 +313,16 @@ class BrouteReader(Worker):
                 or " " in broute_pwd:
             raise ConfigError("argument 'broute_pwd' must be the Route-B password (12 characters)")
         self.groups = parse_requests(DEFAULT_REQUESTS if requests is None else requests)
+        if isinstance(response_timeout, bool) or not isinstance(response_timeout, (int, float)) \
+                or not 0 < response_timeout <= 300:
+            raise ConfigError("argument 'response_timeout' must be seconds, more than 0 and at most 300, got %r"
+                              % (response_timeout,))
+        if not isinstance(scan_cache, str) or not scan_cache:
+            raise ConfigError("argument 'scan_cache' must be a file name, got %r" % (scan_cache,))
+        # Silence means trouble only when something should have come: with
+        # every cycle longer than SILENCE_BEFORE_REJOIN, a quiet meter is normal.
+        self.silence_limit = max(SILENCE_BEFORE_REJOIN,
+                                 min(g.cycle for g in self.groups) + 2 * response_timeout)
         self.device = wisundev
         self.broute_id = broute_id
         self.broute_pwd = broute_pwd
@@ -505,9 +516,9 @@ class BrouteReader(Worker):
             self.rejoin("re-authentication failed")
         if self.tx_blocked:
             # While the module may not transmit, silence proves nothing.
-            self.last_frame_at = max(self.last_frame_at, now - SILENCE_BEFORE_REJOIN / 2)
+            self.last_frame_at = max(self.last_frame_at, now - self.silence_limit / 2)
             self.check_tx_block(now)
-        elif now - self.last_frame_at > SILENCE_BEFORE_REJOIN:
+        elif now - self.last_frame_at > self.silence_limit:
             self.rejoin("no frame from the meter for %.0f s" % (now - self.last_frame_at))
             return
         self.expire_requests(now)
@@ -768,7 +779,7 @@ class BrouteReader(Worker):
         if self.state == State.POLL and self.device.is_open:
             try:
                 self.device.interrupt = None
-                ended = self.device.terminate(timeout=1.5)
+                ended = self.device.terminate(timeout=STOP_SKTERM_SECONDS)
                 logger.info("B-route: session %s (SKTERM)", "terminated" if ended else "ended without EVENT 27")
             except (DeviceError, Cancelled) as exc:
                 logger.info("B-route: SKTERM at stop failed: %s", exc)

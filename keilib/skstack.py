@@ -471,7 +471,9 @@ class SkDevice:
         items = self.parser.feed(data) if data else self.parser.flush()
         for item in items:
             if isinstance(item, Unknown):
-                logger.debug("<< skipped %s: %r", item.reason, item.raw[:120])
+                # A garbled echo may still hold the Route-B ID or password.
+                logger.debug("<< skipped %s: %s", item.reason,
+                             self._mask(repr(item.raw[:120].decode("latin-1"))))
             elif isinstance(item, Text):
                 logger.debug("<< %s", self._mask(item.line))
             else:
@@ -639,13 +641,17 @@ class SkDevice:
             self.pending.extendleft(reversed(kept))
 
     def terminate(self, timeout: float = 10.0) -> bool:
-        """End the PANA session: True on EVENT 27, False on 28 or no session."""
+        """End the PANA session: True on EVENT 27, False on 28, no session or
+        no answer.  ``timeout`` bounds the whole exchange (a stop has a budget)."""
+        deadline = self.clock.monotonic() + timeout
         try:
-            self.command("SKTERM")
+            self.command("SKTERM", timeout=timeout)
+        except DeviceTimeout as exc:
+            logger.info("SKTERM: %s", exc)
+            return False
         except DeviceError as exc:
             logger.info("SKTERM: %s (no session)", exc)
             return False
-        deadline = self.clock.monotonic() + timeout
         while True:
             item = self.receive(max(0.0, deadline - self.clock.monotonic()))
             if item is None:

@@ -400,6 +400,61 @@ def test_stop_is_honoured_within_two_seconds_in_every_state(tmp_path, state):
         protocol_sim.forget(name)
 
 
+def test_stop_while_the_port_is_missing_is_prompt(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    reader = BrouteReader(BP35C2(str(tmp_path / "no-such-stick")), ROUTE_B_ID, PASSWORD,
+                          requests=[{"epc": ["E7"], "cycle": 5}], record_que=queue.Queue(),
+                          scan_cache=str(tmp_path / "cache.json"))
+    reader.start()
+    wait_for(lambda: "no-such-stick" in caplog.text, timeout=10)
+    assert reader.state in (State.INIT, State.OPEN)
+    started = time.monotonic()
+    assert reader.stop(5)
+    assert time.monotonic() - started < 2
+
+
+def test_stop_with_a_hung_module_is_prompt(tmp_path, caplog):
+    # The module stops answering anything (hung firmware): SKTERM at stop
+    # gets no OK; the stop must still end within its 2 s budget.
+    caplog.set_level(logging.INFO, logger="keilib")
+    register_url_handler()
+    module = WisunModule(kind="bp35c2", latency="zero", seed=3)
+    protocol_sim.register("hung", module)
+    reader = BrouteReader(BP35C2("sim://wisun?name=hung"), ROUTE_B_ID, PASSWORD,
+                          requests=[{"epc": ["E7"], "cycle": 60}], record_que=queue.Queue(),
+                          scan_cache=str(tmp_path / "cache.json"))
+    try:
+        reader.start()
+        wait_for(lambda: reader.state == State.POLL, timeout=20)
+        module.receive = lambda data: None         # every byte to the module is now lost
+        started = time.monotonic()
+        assert reader.stop(5)
+        assert time.monotonic() - started < 2
+        assert "SKTERM: SKTERM: no answer" in caplog.text
+    finally:
+        module.close()
+        protocol_sim.forget("hung")
+
+
+def test_a_quiet_meter_is_not_rejoined_when_every_cycle_is_long(rigs, caplog):
+    # One request every 20 simulated minutes: 10 minutes without a frame is normal.
+    caplog.set_level(logging.INFO, logger="keilib")
+    rig = rigs(kind="bp35c2", scale=300.0, response_timeout=60.0,
+               requests=[{"epc": ["E0"], "cycle": 1200}]).start()
+    rig.wait_records("E0", 3, timeout=30)      # 40 simulated minutes of polling
+    assert "no frame from the meter" not in caplog.text
+    assert "POLL -> OPEN" not in caplog.text
+    rig.assert_healthy()
+
+
+def test_response_timeout_and_scan_cache_are_validated():
+    for bad in (0, -1, 301, "10", True, None):
+        with pytest.raises(ConfigError, match="'response_timeout'"):
+            BrouteReader(BP35C2("sim://wisun"), ROUTE_B_ID, PASSWORD, response_timeout=bad)
+    with pytest.raises(ConfigError, match="'scan_cache'"):
+        BrouteReader(BP35C2("sim://wisun"), ROUTE_B_ID, PASSWORD, scan_cache="")
+
+
 def test_secrets_never_logged(rigs, caplog):
     caplog.set_level(logging.DEBUG)
     rig = rigs(kind="bp35a1").start()
@@ -407,6 +462,19 @@ def test_secrets_never_logged(rigs, caplog):
     rig.reader.stop(5)
     assert ROUTE_B_ID not in caplog.text and PASSWORD not in caplog.text
     assert "SKSETPWD C ********" in caplog.text
+
+
+def test_secrets_in_a_garbled_echo_are_masked_too(rigs, caplog):
+    # A line the parser cannot read is logged as skipped: an echo hit by noise
+    # may still carry the Route-B ID or password.
+    caplog.set_level(logging.DEBUG)
+    rig = rigs(kind="bp35c2").start()
+    rig.wait_records("E7", 1)
+    rig.module.inject_garbage(b"\xfeSKSETRBID " + ROUTE_B_ID.encode() + b"\r\n")
+    rig.module.inject_garbage(b"SKSETPWD C \xff" + PASSWORD.encode() + b"\r\n")
+    wait_for(lambda: caplog.text.count("<< skipped") >= 2)
+    rig.reader.stop(5)
+    assert ROUTE_B_ID not in caplog.text and PASSWORD not in caplog.text
 
 
 @pytest.mark.parametrize("requests,message", [
