@@ -65,6 +65,12 @@ worker_def = [
                 {'epc': ['E0', 'E3'], 'cycle': 300},
             ],
             'record_que': record_que,       # where the readings go
+            # Optional, shown with their defaults:
+            # 'scan_cache': 'scancache.json',  # the meter's channel/PAN, kept so a restart
+            #                                  # skips the scan (deleted when a join with it fails)
+            # 'response_timeout': 10,          # seconds to wait for an answer (then ask once more)
+            # keilog's older form also works instead of 'wisundev' (a DSS stick):
+            # 'port': '/dev/ttyUSB0', 'baudrate': 115200,
         },
     },
     # To upload the 10-minute averages to php/upload.php on your server,
