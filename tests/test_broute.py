@@ -11,11 +11,14 @@ import itertools
 import logging
 import queue
 import re
+import socket
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
+import serial
 
 from keilib.broute import BrouteReader, State
 from keilib.clock import ScaledClock
@@ -40,8 +43,54 @@ DRIVERS = {
 _names = itertools.count()
 
 
+class TcpBridge:
+    """A serial port served over TCP, as ser2net does: the module's sim:// port
+    on one side, a socket://127.0.0.1:PORT client on the other."""
+
+    def __init__(self, serial_url: str):
+        self.serial_url = serial_url
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.closed = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            port = serial.serial_for_url(self.serial_url, timeout=0.05)
+            threading.Thread(target=self.pump_to_client, args=(port, conn), daemon=True).start()
+            try:
+                while True:
+                    data = conn.recv(4096)
+                    if not data:
+                        break
+                    port.write(data)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+                port.close()
+
+    @staticmethod
+    def pump_to_client(port: Any, conn: socket.socket) -> None:
+        try:
+            while port.is_open:
+                data = port.read(4096)
+                if data:
+                    conn.sendall(data)
+        except (OSError, serial.SerialException, TypeError, AttributeError):
+            pass
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+
+
 class Rig:
-    """A module + meter, a port (sim:// or pty), a reader and a recorder."""
+    """A module + meter, a port (sim://, socket:// or pty), a reader and a recorder."""
 
     def __init__(self, tmp_path: Path, kind: str = "bp35c2", transport: str = "sim", scale: float = 5.0,
                  requests: Any = None, response_timeout: float = 2.0, reverse: bool = False,
@@ -54,9 +103,13 @@ class Rig:
                                   meter=SmartMeter(seed=7, reverse=reverse, infc=infc), **module_options)
         self.pty = None
         self.name = "broute-%d" % next(_names)
-        if transport == "sim":
+        self.bridge: Optional[TcpBridge] = None
+        if transport in ("sim", "socket"):
             protocol_sim.register(self.name, self.module)
             self.port = "sim://wisun?name=%s" % self.name
+            if transport == "socket":
+                self.bridge = TcpBridge(self.port)
+                self.port = "socket://127.0.0.1:%d" % self.bridge.port
         else:
             self.pty = PtyTransport(self.module, link_path=str(tmp_path / "ttyWISUN"))
             self.port = str(tmp_path / "ttyWISUN")
@@ -79,6 +132,8 @@ class Rig:
     def stop(self) -> None:
         self.reader.stop(5)
         self.recorder.stop(5)
+        if self.bridge is not None:
+            self.bridge.close()
         self.module.close()
         if self.pty is not None:
             self.pty.close()
@@ -327,6 +382,15 @@ def test_duplicated_and_delayed_replies_are_recorded_once(rigs):
     # never doubled)
     remaining = iter(served)
     assert all(any(value == answer for answer in remaining) for value in recorded), (recorded, served)
+
+
+def test_polls_through_a_socket_url_as_served_by_ser2net(rigs):
+    # Ports are opened with serial_for_url(): a stick on another box works too.
+    rig = rigs(kind="ips", transport="socket").start()
+    assert rig.reader.device.port.startswith("socket://")
+    rig.wait_records("E7", 3)
+    rig.wait_records("E0", 1)
+    rig.assert_healthy()
 
 
 def test_device_unplugged_and_back_over_pty(rigs, caplog):

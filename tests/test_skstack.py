@@ -31,6 +31,16 @@ CASES = [
      [Event(0x22, "FE80:0000:0000:0000:021D:1291:0002:0608", 0)]),
     (False, b"FE80:0000:0000:0000:021D:1290:1234:5678\r\n", [Address(METER)]),
     (False, b"SKSREG S2 21\r\n", [Text("SKSREG S2 21")]),                 # an echo
+    # SKPING's answer, SKTABLE 1 / 2 / E bodies (skstack.md 3.14, 3.15)
+    (False, b"EPONG FE80:0000:0000:0000:021D:1290:1234:5678\r\n",
+     [Info("EPONG", ("FE80:0000:0000:0000:021D:1290:1234:5678",))]),
+    (False, b"EADDR\r\nFE80:0000:0000:0000:021D:1290:1234:5678\r\nOK\r\n",
+     [Info("EADDR", ()), Address(METER), Ok()]),
+    (False, b"ENEIGHBOR\r\nFE80:0000:0000:0000:021D:1290:1234:5678 001D129012345678 FFFF\r\nOK\r\n",
+     [Info("ENEIGHBOR", ()), Text("FE80:0000:0000:0000:021D:1290:1234:5678 001D129012345678 FFFF"), Ok()]),
+    (False, b"EPORT\r\n3610\r\n716\r\n0\r\n0\r\n0\r\n0\r\n\r\n3610\r\n0\r\n0\r\n0\r\nOK\r\n",
+     [Info("EPORT", ())] + [Text(t) for t in ("3610", "716", "0", "0", "0", "0", "3610", "0", "0", "0")]
+     + [Ok()]),
     # seed 002's scan output (single stack, RL7023 IPS)
     (False, b"EVENT 20 FE80:0000:0000:0000:1234:5678:9ABC:DEF0\r\nEPANDESC\r\n  Channel:33\r\n"
             b"  Channel Page:09\r\n  Pan ID:24EF\r\n  Addr:00FFEEDDCCBBAA99\r\n  LQI:32\r\n"
