@@ -134,3 +134,63 @@ def test_outage_kill_and_restart_deliver_every_block_once(tmp_path):
                 process.kill()
                 process.wait(10)
         server.close()
+
+
+FLOW_CONFIG = CONFIG.replace(
+    "'per_run': 30 if read_state('reader.state')[0] else 20,",
+    "'per_run': int(open('per_run').read()),")
+
+
+def server_lines(data_dir: Path) -> int:
+    return sum(len(text.splitlines()) for text in server_files(data_dir).values())
+
+
+def test_server_stopped_and_kei_killed_while_uploads_flow(tmp_path):
+    """Blocks are uploaded as they come (a window closes every 0.25 s); the
+    server stops in the middle of that flow and comes back, then kei is
+    killed while it delivers the backlog: every block still arrives once."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    server = PhpServer(REPO / "php", env={"KEI_DATA_DIR": str(data_dir), "KEI_UPLOAD_KEY": KEY,
+                                          "KEI_MIN_INTERVAL": "0"})
+    assert "'per_run': int(open('per_run').read())," in FLOW_CONFIG
+    (workdir / "keiconf.py").write_text(textwrap.dedent(FLOW_CONFIG % {
+        "url": server.url("upload.php"), "key": KEY}))
+    (workdir / "per_run").write_text("400")           # 400 clock minutes: 10 s of readings
+    log_path = tmp_path / "kei-output.log"
+    processes = []
+    try:
+        server.start()
+        with open(log_path, "ab") as log:
+            first = start_kei(workdir, log)
+            processes.append(first)
+            wait_for(lambda: server_lines(data_dir) >= 6, timeout=15, message="uploads flowing")
+            server.stop()                                  # in the middle of the flow
+            stopped_at = server_lines(data_dir)
+            local = lambda: sum(len(t.splitlines()) for t in local_sums(workdir).values())  # noqa: E731
+            wait_for(lambda: local() >= stopped_at + 10, timeout=15, message="a backlog while down")
+            server.start()
+            wait_for(lambda: server_lines(data_dir) > stopped_at, timeout=15, message="delivery resumed")
+            first.send_signal(signal.SIGKILL)              # while the backlog is being delivered
+            first.wait(10)
+            assert first.returncode == -signal.SIGKILL
+            (workdir / "per_run").write_text("0")          # the restarted run only delivers
+            second = start_kei(workdir, log)
+            processes.append(second)
+            expected = local_sums(workdir)
+            wait_for(lambda: server_files(data_dir) == expected, timeout=20, message="everything once")
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(15) == 0
+        assert server_files(data_dir) == local_sums(workdir) == expected
+        lines = [line for text in expected.values() for line in text.splitlines()]
+        assert len(lines) == len(set(lines)) >= stopped_at + 10        # no block twice
+        assert "Connection refused" in log_path.read_text()        # the outage was seen
+        assert server.php_errors() == []
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        server.close()
