@@ -114,3 +114,16 @@ def test_demo_check_names_the_demo_configuration(tmp_path):
     assert "kei: the demo configuration is valid: " in result.stdout
     assert "BrouteReader" in result.stdout and "SerialReader" in result.stdout
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]     # started nothing, wrote no file
+
+
+def test_the_kei_console_script_runs_the_demo_check(tmp_path):
+    # `kei --demo` once installed: the script pip generates imports the entry
+    # point that pyproject.toml names and calls it; do exactly that.
+    import re
+    entry = re.search(r'^kei = "([\w.]+):(\w+)"$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert entry, "pyproject.toml names no 'kei' console script"
+    script = "import sys; from %s import %s as main; sys.argv[0] = 'kei'; sys.exit(main())" % entry.groups()
+    result = subprocess.run([PYTHON, "-c", script, "--demo", "--check"], cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "kei: the demo configuration is valid: " in result.stdout
