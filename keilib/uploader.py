@@ -33,7 +33,18 @@ Delivery is a transaction (spool first, delete only on confirmation):
   ``OK`` (keilog's endpoint answers ``Error: ...`` with 200) keep the batch; it
   is retried with capped exponential backoff and jitter (429: Retry-After).
   Units go out oldest first, so the order per file is kept.
-* Any other 4xx (bad key, bad name, too large, wrong method) is permanent: the
+* HTTP 413 (too large) for a part of several lines means the endpoint's limit
+  is below ours (the endpoint stored nothing): the uploader lowers its merge
+  limit for the rest of the run (to the limit the answer states, as
+  php/upload.php's ``data larger than N bytes`` does, else half the part;
+  one WARNING per lowering) and cuts the part at line ends into pieces within
+  it, and every later part of the batch that is larger too.  The pieces get
+  ids derived from the part's id, and the batch file is rewritten atomically
+  (the same single ``os.replace`` as a confirmation), so a crash leaves either
+  the old part, which nobody stored and which is cut the same way again, or
+  the pieces.  A part of a single line that is refused with 413 is set aside
+  alone in ``<spool>/rejected/`` (the rest of the batch goes on).
+* Any other 4xx (bad key, bad name, wrong method) is permanent: the
   batch moves to ``<spool>/rejected/`` with one error line naming the cause.
 * On stop, items still in the queue go to the spool; a request in flight is
   abandoned (its batch stays spooled), so stop returns within about a second
@@ -52,6 +63,7 @@ import logging
 import os
 import queue
 import random
+import re
 import threading
 import urllib.parse
 import uuid
@@ -121,6 +133,21 @@ def batch_id(member_ids: List[str], part: int, parts: int) -> str:
         return member_ids[0]
     digest = hashlib.sha256(("\n".join(member_ids) + "\n#%d/%d" % (part, parts)).encode())
     return digest.hexdigest()[:32]
+
+
+def split_id(part_id: str, number: int, parts: int) -> str:
+    """The id of piece ``number`` of ``parts`` of a part refused as too large.
+
+    Derived from the part's id only, so cutting the same part again (after a
+    crash) gives the same ids, and distinct from every id ``batch_id`` makes.
+    """
+    return hashlib.sha256(("%s\n/split %d/%d" % (part_id, number, parts)).encode()).hexdigest()[:32]
+
+
+def stated_limit(body: str) -> Optional[int]:
+    """The byte limit a 413 answer names (php/upload.php: ``data larger than N bytes``)."""
+    match = re.search(r"larger than (\d+) bytes", body)
+    return int(match.group(1)) if match else None
 
 
 def backoff_delay(failures: int, retry_min: float, retry_max: float,
@@ -284,19 +311,72 @@ class Spool:
 
     def confirm_part(self, batch: Batch) -> None:
         """The server confirmed ``batch.parts[0]``: forget it durably."""
-        batch.parts = batch.parts[1:]
-        if not batch.parts:
+        if len(batch.parts) <= 1:
+            batch.parts = []
             # No directory fsync: should the batch come back after a power
             # cut, its re-send carries the same id and the server skips it.
             (self.directory / batch.name).unlink()
             del self._units[batch.name]
             return
-        remaining = {"fname": batch.fname, "parts": [list(part) for part in batch.parts],
+        self._rewrite(batch, batch.parts[1:])
+
+    def _rewrite(self, batch: Batch, parts: List[Tuple[str, str]]) -> None:
+        """Replace the batch's parts on disk (atomically), then in memory.
+
+        Its members were deleted (and that fsync'd) when it was sealed, or
+        removed by open(): the list is not needed any more.
+        """
+        remaining = {"fname": batch.fname, "parts": [list(part) for part in parts],
                      "members": [], "items": batch.items}
         write_atomic(self.directory, batch.name,
                      json.dumps(remaining, ensure_ascii=False).encode("utf-8"))
+        batch.parts = parts
         self._units[batch.name] = (batch.fname,
-                                   sum(len(data.encode("utf-8")) for _, data in batch.parts))
+                                   sum(len(data.encode("utf-8")) for _, data in parts))
+
+    def split_head(self, batch: Batch, limit: int) -> int:
+        """The server refused ``batch.parts[0]`` as too large, storing nothing.
+
+        Cuts it at line ends into pieces of at most ``limit`` bytes, and every
+        later part larger than ``limit`` too (none of them was ever sent: parts
+        go out in order).  Each piece's id derives from its part's id
+        (``split_id``).  One atomic rewrite of the batch file: after a crash
+        either the old parts are still there (cut the same way on their 413)
+        or the pieces.  Returns how many pieces the first part became.
+        """
+        parts: List[Tuple[str, str]] = []
+        first = 0
+        for number, (part_id, data) in enumerate(batch.parts):
+            pieces = [data]
+            if number == 0 or len(data.encode("utf-8")) > limit:
+                pieces = split_lines(data, limit)
+            if len(pieces) == 1:
+                parts.append((part_id, data))
+            else:
+                parts.extend((split_id(part_id, index, len(pieces)), piece)
+                             for index, piece in enumerate(pieces))
+            if number == 0:
+                first = len(pieces)
+        if len(parts) != len(batch.parts):
+            self._rewrite(batch, parts)
+        return first
+
+    def reject_part(self, batch: Batch) -> Path:
+        """Set ``batch.parts[0]`` aside in rejected/ and keep the rest of the batch.
+
+        The copy in rejected/ is named after the batch and the part's id and
+        written before the part leaves the batch: a crash in between writes
+        the same file again, it does not add another.
+        """
+        if len(batch.parts) <= 1:
+            return self.reject(batch)
+        part_id, data = batch.parts[0]
+        name = "%s.%s%s" % (batch.name[:-len(BATCH)], part_id, BATCH)
+        unit = {"fname": batch.fname, "parts": [[part_id, data]], "items": 1}
+        write_atomic(self.rejected_directory, name,
+                     json.dumps(unit, ensure_ascii=False).encode("utf-8"))
+        self._rewrite(batch, batch.parts[1:])
+        return self.rejected_directory / name
 
     def reject(self, batch: Batch) -> Path:
         """Set a batch aside in rejected/ (kept for a human, never retried)."""
@@ -499,7 +579,9 @@ class HttpPostUploader(Worker):
         status, body, retry_after = answer
         verdict = classify(status, body)
         reason = "HTTP %d %s" % (status, self._redact(" ".join(body.split())[:200]))
-        if verdict == "ok":
+        if status == 413:
+            self._too_large(batch, body, reason)
+        elif verdict == "ok":
             try:
                 self.spool.confirm_part(batch)
             except OSError as exc:
@@ -537,6 +619,44 @@ class HttpPostUploader(Worker):
                         self.name, self.url_for_logs, delay, len(self.spool))
         else:
             self._failed(reason)
+
+    def _too_large(self, batch: Batch, body: str, reason: str) -> None:
+        """HTTP 413 for ``batch.parts[0]``: cut it smaller, or set a single line aside."""
+        part_id, data = batch.parts[0]
+        size = len(data.encode("utf-8"))
+        lines = len(data.splitlines())
+        if lines > 1:
+            stated = stated_limit(body)
+            limit = stated if stated is not None and 0 < stated < size else max(1, size // 2)
+            if limit < self.spool.max_batch_bytes:
+                self.spool.max_batch_bytes = limit
+                logger.warning("%s: %s refused %d bytes as too large (%s); merging and "
+                               "sending at most %d bytes per POST for the rest of this run",
+                               self.name, self.url_for_logs, size, reason, limit)
+            limit = min(limit, self.spool.max_batch_bytes)
+            try:
+                pieces = self.spool.split_head(batch, limit)
+            except OSError as exc:
+                logger.error("%s: cannot split %s in %s: %s",
+                             self.name, batch.name, self.spool.directory, exc)
+                self._failed(None)
+                return
+            logger.info("%s: split part %s of %s (%d bytes, %d lines) into %d parts of at "
+                        "most %d bytes", self.name, part_id, batch.name, size, lines, pieces,
+                        limit)
+            return                           # sent at once: not a failure
+        try:
+            target = self.spool.reject_part(batch)
+        except OSError as exc:
+            logger.error("%s: %s refused a line of %d bytes in %s (%s), and moving it to "
+                         "rejected/ failed: %s", self.name, self.url_for_logs, size,
+                         batch.name, reason, exc)
+            self._failed(None)
+            return
+        self.rejected_batches += 1
+        logger.error("%s: %s refused a single line of %d bytes in %s for %s as too large "
+                     "(%s); moved to %s, not retried", self.name, self.url_for_logs, size,
+                     batch.name, batch.fname, reason, target)
 
     def _failed(self, reason: Optional[str]) -> None:
         self._failures += 1

@@ -18,8 +18,9 @@ import requests
 
 from keilib.clock import ScaledClock
 from keilib.errors import ConfigError
-from keilib.uploader import (BATCH, ITEM, HttpPostUploader, Spool, backoff_delay, batch_id,
-                             classify, safe_url, split_lines)
+import keilib.uploader
+from keilib.uploader import (BATCH, ITEM, TEMP_PREFIX, HttpPostUploader, Spool, backoff_delay,
+                             batch_id, classify, safe_url, split_id, split_lines, stated_limit)
 from phpserver import PhpServer, php_server_factory  # noqa: F401 - fixture
 from support import PYTHON, REPO, subprocess_env, wait_for
 
@@ -496,3 +497,292 @@ def test_an_unusable_spool_leaves_the_items_in_the_queue(make_uploader, tmp_path
     assert not uploader.is_alive()
     assert isinstance(uploader.failure, OSError)      # the launcher restarts it
     assert upload_que.get_nowait() == ["day.txt", "kept for the next instance\n"]
+
+
+
+# -- HTTP 413: a merged batch too big for the endpoint -------------------------
+
+def rejected_units(spool_dir: Path) -> list:
+    return [json.loads(p.read_text()) for p in sorted((Path(spool_dir) / "rejected").glob("*"))]
+
+
+def posted_ids(data_dir: Path, fname: str) -> list:
+    return read_ids(data_dir / (".%s.ids" % fname))
+
+
+def read_ids(path: Path) -> list:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_split_ids_are_stable_distinct_and_valid_for_the_endpoint():
+    assert split_id("abc", 0, 2) == split_id("abc", 0, 2)
+    ids = {split_id("abc", 0, 2), split_id("abc", 1, 2), split_id("abc", 0, 3),
+           split_id("abd", 0, 2), batch_id(["abc"], 0, 2), "abc"}
+    assert len(ids) == 6
+    assert all(len(i) == 32 and i.isalnum() for i in ids - {"abc"})
+    assert stated_limit("Error: data larger than 4096 bytes") == 4096
+    assert stated_limit("<html>413 Request Entity Too Large</html>") is None
+
+
+def test_spool_split_head_is_one_atomic_rewrite_and_deterministic(tmp_path, monkeypatch):
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir, max_batch_bytes=1000)
+    spool.open()
+    text = "".join(line(n) for n in range(60))
+    spool.add("a.txt", text)                     # ~1600 bytes: 2 parts of <= 1000
+    batch = spool.next_batch()
+    assert len(batch.parts) == 2
+    sealed = (spool_dir / batch.name).read_bytes()
+
+    # Killed inside the rewrite, before the rename: the old batch is the truth.
+    def killed_before_rename(directory, name, payload, sync_dir=True):
+        (Path(directory) / (TEMP_PREFIX + name)).write_bytes(payload[:40])
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(keilib.uploader, "write_atomic", killed_before_rename)
+    with pytest.raises(RuntimeError):
+        spool.split_head(batch, 300)
+    monkeypatch.undo()
+    assert (spool_dir / batch.name).read_bytes() == sealed
+    again = Spool(spool_dir, max_batch_bytes=1000)
+    again.open()
+    assert not list(spool_dir.glob(TEMP_PREFIX + "*"))
+    old = again.next_batch()
+    assert old.parts == batch.parts
+
+    # The same cut on two copies of the spool gives the same pieces and ids.
+    copy_dir = tmp_path / "copy"
+    copy_dir.mkdir()
+    (copy_dir / batch.name).write_bytes(sealed)
+    copy = Spool(copy_dir, max_batch_bytes=1000)
+    copy.open()
+    copied = copy.next_batch()
+    assert again.split_head(old, 300) == copy.split_head(copied, 300) > 1
+    assert old.parts == copied.parts
+    # Every part was cut (the second one is larger than 300 too), in order,
+    # with ids derived from the part they came from.
+    assert all(len(data.encode()) <= 300 for _, data in old.parts)
+    assert "".join(data for _, data in old.parts) == text
+    first_ids = {split_id(batch.parts[0][0], n, len(split_lines(batch.parts[0][1], 300)))
+                 for n in range(len(split_lines(batch.parts[0][1], 300)))}
+    assert first_ids <= {part_id for part_id, _ in old.parts}
+    # On disk as well: a restart goes on with the pieces.
+    reopened = Spool(spool_dir)
+    reopened.open()
+    assert reopened.next_batch().parts == old.parts
+    assert drain(reopened) == text
+
+
+def test_413_for_a_merged_backlog_splits_it_and_lowers_the_limit_once(php_server_factory,  # noqa: F811
+                                                                      data_dir, make_uploader,
+                                                                      tmp_path, caplog):
+    # The review's case: 300 valid 25-byte items became one refused batch.
+    small = php_server_factory(PHP_DIR, env=endpoint_env(data_dir, KEI_MAX_BYTES="4096"))
+    uploader, upload_que = make_uploader(small.url("upload.php"), start=False)
+    for number in range(300):
+        upload_que.put(["day.txt", "2026/11/23 %05d,U1,T1,2\n" % number])
+    expected = "".join("2026/11/23 %05d,U1,T1,2\n" % number for number in range(300))
+    assert len(expected) == 300 * 25
+    uploader.start()
+    wait_for(lambda: content(data_dir, "day.txt") == expected, timeout=15, message="delivery")
+    wait_for(lambda: not spool_units(tmp_path / "spool"), message="empty spool")
+    assert uploader.rejected_batches == 0 and not rejected_units(tmp_path / "spool")
+    assert uploader.spool.max_batch_bytes == 4096
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "at most 4096 bytes" in warnings[0], warnings
+    assert "HTTP 413 Error: data larger than 4096 bytes" in warnings[0]
+
+
+def test_several_hundred_items_against_a_tiny_limit_arrive_once_in_order(php_server_factory,  # noqa: F811
+                                                                         data_dir, make_uploader,
+                                                                         tmp_path, caplog):
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    expected = {"a.txt": "", "b.txt": ""}
+    for number in range(500):
+        fname = "a.txt" if number % 3 else "b.txt"
+        text = line(number) if number % 7 else line(number) + line(number, "T2")
+        spool.add(fname, text)
+        expected[fname] += text
+    small = php_server_factory(PHP_DIR, env=endpoint_env(data_dir, KEI_MAX_BYTES="300"))
+    uploader, upload_que = make_uploader(small.url("upload.php"))
+    for number in range(500, 540):                 # more arrive while it drains
+        upload_que.put(["a.txt", line(number)])
+        expected["a.txt"] += line(number)
+    for fname, text in expected.items():
+        wait_for(lambda: content(data_dir, fname) == text, timeout=20, message=fname)
+    wait_for(lambda: not spool_units(tmp_path / "spool"), message="empty spool")
+    assert uploader.rejected_batches == 0 and not rejected_units(tmp_path / "spool")
+    assert uploader.failed_attempts == 0
+    assert uploader.spool.max_batch_bytes == 300
+    assert caplog.text.count("for the rest of this run") == 1
+    # Every POST within the limit, none stored twice.
+    for fname in expected:
+        ids = posted_ids(data_dir, fname)
+        assert len(ids) == len(set(ids)) >= len(expected[fname]) // 300
+
+
+NGINX_413 = r"""<?php
+// A proxy in front of the endpoint with a smaller body limit that says no number.
+if (strlen($_POST['data'] ?? '') > (int) getenv('PROXY_MAX')) {
+    http_response_code(413);
+    echo "<html><head><title>413 Request Entity Too Large</title></head></html>";
+    exit;
+}
+$dir = getenv('PROXY_DATA_DIR');
+file_put_contents("$dir/" . basename($_POST['fname']), $_POST['data'], FILE_APPEND | LOCK_EX);
+file_put_contents("$dir/posts", $_POST['id'] . "\n", FILE_APPEND | LOCK_EX);
+echo "OK.";
+"""
+
+
+def test_413_without_a_stated_limit_halves_until_it_fits(php_server_factory, make_uploader,  # noqa: F811
+                                                         tmp_path, caplog):
+    docroot = tmp_path / "proxy"
+    docroot.mkdir()
+    (docroot / "upload.php").write_text(NGINX_413)
+    proxy = php_server_factory(docroot, env={"PROXY_DATA_DIR": str(docroot), "PROXY_MAX": "700"})
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    expected = "".join(line(n) for n in range(200))
+    for number in range(200):
+        spool.add("day.txt", line(number))
+    uploader, _ = make_uploader(proxy.url("upload.php"))
+    wait_for(lambda: content(docroot, "day.txt") == expected, timeout=15, message="delivery")
+    wait_for(lambda: not spool_units(tmp_path / "spool"), message="empty spool")
+    assert uploader.rejected_batches == 0
+    assert 350 <= uploader.spool.max_batch_bytes <= 700
+    lowered = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert 1 <= len(lowered) <= 4, lowered        # 5239 bytes -> 2619 -> 1309 -> 654
+    ids = read_ids(docroot / "posts")
+    assert len(ids) == len(set(ids))
+
+
+def test_a_single_line_too_large_goes_to_rejected_and_the_rest_is_delivered(
+        php_server_factory, data_dir, make_uploader, tmp_path, caplog):  # noqa: F811
+    small = php_server_factory(PHP_DIR, env=endpoint_env(data_dir, KEI_MAX_BYTES="1000"))
+    huge = "2026/11/23 12:00,U1,BLOB," + "x" * 3000 + "\n"
+    other = "2026/11/23 13:00,U1,BLOB," + "y" * 1500 + "\n"
+    uploader, upload_que = make_uploader(small.url("upload.php"), start=False)
+    expected = ""
+    for number in range(100):
+        upload_que.put(["day.txt", line(number)])
+        expected += line(number)
+    upload_que.put(["day.txt", huge])                      # an item that alone is too large
+    upload_que.put(["day.txt", line(100) + other + line(101)])   # a too-long line inside an item
+    expected += line(100) + line(101)
+    for number in range(102, 200):
+        upload_que.put(["day.txt", line(number)])
+        expected += line(number)
+    uploader.start()
+    wait_for(lambda: content(data_dir, "day.txt") == expected, timeout=15, message="delivery")
+    wait_for(lambda: not spool_units(tmp_path / "spool"), message="empty spool")
+    kept = rejected_units(tmp_path / "spool")
+    assert sorted(data for unit in kept for _, data in unit["parts"]) == sorted([huge, other])
+    assert all(unit["fname"] == "day.txt" for unit in kept)
+    assert uploader.rejected_batches == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "single line of %d bytes" % len(huge) in caplog.text
+    assert "single line of %d bytes" % len(other) in caplog.text
+    assert all("HTTP 413 Error: data larger than 1000 bytes" in e and "not retried" in e
+               for e in errors)
+
+
+def test_an_item_alone_too_large_is_rejected_whole(php_server_factory, data_dir,  # noqa: F811
+                                                   make_uploader, tmp_path):
+    small = php_server_factory(PHP_DIR, env=endpoint_env(data_dir, KEI_MAX_BYTES="100"))
+    uploader, upload_que = make_uploader(small.url("upload.php"))
+    upload_que.put(["day.txt", "z" * 200 + "\n"])
+    wait_for(lambda: uploader.rejected_batches == 1, message="rejection")
+    upload_que.put(["day.txt", "fits\n"])
+    wait_for(lambda: content(data_dir, "day.txt") == "fits\n", message="the next item")
+    assert [unit["parts"][0][1] for unit in rejected_units(tmp_path / "spool")] == ["z" * 200 + "\n"]
+    assert uploader.spool.max_batch_bytes == 65536     # one line says nothing about merging
+
+
+@pytest.mark.parametrize("crash", ["inside the rewrite", "after the rewrite",
+                                   "after the first piece was stored"])
+def test_a_crash_in_the_middle_of_a_split_neither_loses_nor_duplicates(
+        php_server_factory, data_dir, make_uploader, tmp_path, monkeypatch, crash):  # noqa: F811
+    small = php_server_factory(PHP_DIR, env=endpoint_env(data_dir, KEI_MAX_BYTES="400"))
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir)
+    spool.open()
+    expected = "".join(line(n) for n in range(120))
+    for number in range(120):
+        spool.add("day.txt", line(number))
+    original_split = Spool.split_head
+    original_confirm = Spool.confirm_part
+
+    def crashing_split(self, batch, limit):
+        if crash == "inside the rewrite":
+            def half_write(directory, name, payload, sync_dir=True):
+                (Path(directory) / (TEMP_PREFIX + name)).write_bytes(payload[:100])
+                raise RuntimeError("killed inside the rewrite")
+            monkeypatch.setattr(keilib.uploader, "write_atomic", half_write)
+        pieces = original_split(self, batch, limit)
+        if crash == "after the rewrite":
+            raise RuntimeError("killed after the rewrite")
+
+        def crashing_confirm(self, batch):
+            raise RuntimeError("killed after the server stored a piece")
+        monkeypatch.setattr(Spool, "confirm_part", crashing_confirm)
+        return pieces
+
+    monkeypatch.setattr(Spool, "split_head", crashing_split)
+    first, _ = make_uploader(small.url("upload.php"))
+    wait_for(lambda: first.failure is not None, message="the injected crash")
+    first.join(5)
+    assert str(first.failure).startswith("killed")
+    monkeypatch.undo()                                # the restart runs the real code
+    stored_before = content(data_dir, "day.txt")
+    if crash == "after the first piece was stored":
+        assert stored_before and expected.startswith(stored_before)
+    else:
+        assert stored_before == ""
+    make_uploader(small.url("upload.php"))
+    wait_for(lambda: content(data_dir, "day.txt") == expected, timeout=15, message="delivery")
+    wait_for(lambda: not spool_units(spool_dir), message="empty spool")
+    assert not rejected_units(spool_dir)
+    ids = posted_ids(data_dir, "day.txt")
+    assert len(ids) == len(set(ids))
+
+
+def test_kill_9_while_splitting_for_a_small_endpoint_neither_loses_nor_duplicates(
+        php_server_factory, data_dir, make_uploader, tmp_path):  # noqa: F811
+    # Every run starts with the default merge limit, meets 413 and splits again.
+    small = php_server_factory(PHP_DIR, env=endpoint_env(data_dir, KEI_MAX_BYTES="200"),
+                               workers=2)
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir)
+    spool.open()
+    expected = {"a.txt": "", "b.txt": "", "c.txt": ""}
+    for number in range(300):
+        fname = "abc"[number % 3] + ".txt"
+        spool.add(fname, line(number))
+        expected[fname] += line(number)
+    total = sum(len(text) for text in expected.values())
+
+    def delivered() -> int:
+        return sum(len(content(data_dir, fname)) for fname in expected)
+
+    for round_number in range(3):
+        target = total * (round_number + 1) // 4
+        child = subprocess.Popen([PYTHON, "-c", CHILD, small.url("upload.php"), KEY,
+                                  str(spool_dir), "65536"], env=subprocess_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: delivered() >= target, timeout=15, message="partial delivery")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(5)
+        assert delivered() < total, "delivered everything before the kill; make the spool bigger"
+    uploader, _ = make_uploader(small.url("upload.php"))
+    for fname, text in expected.items():
+        wait_for(lambda: content(data_dir, fname) == text, timeout=15, message=fname)
+    wait_for(lambda: not spool_units(spool_dir), message="empty spool")
+    assert not rejected_units(spool_dir)
+    for fname in expected:
+        ids = posted_ids(data_dir, fname)
+        assert len(ids) == len(set(ids))
