@@ -125,6 +125,11 @@ function kei_store(array $config, string $key, string $fname, string $data, stri
             return [200, 'OK.', []];          // a retry of a stored batch
         }
     }
+    // After the id check: a batch stored before the limit was lowered is
+    // still a retry, not "too large" (the client would split and resend it).
+    if (strlen($data) > $config['max_bytes']) {
+        return [413, 'Error: data larger than ' . $config['max_bytes'] . ' bytes', []];
+    }
 
     // The rate limit counts accepted uploads per key; keys are stored hashed.
     $rate_path = "$dir/.kei-rate.json";
@@ -188,9 +193,6 @@ function kei_handle(array $config): array
     $data = kei_field('data');
     if ($data === '') {
         return [400, 'Error: no data', []];
-    }
-    if (strlen($data) > $config['max_bytes']) {
-        return [413, 'Error: data larger than ' . $config['max_bytes'] . ' bytes', []];
     }
 
     $dir = rtrim($config['data_dir'], '/');

@@ -179,6 +179,20 @@ def test_a_known_id_is_ok_even_inside_the_rate_limit(php_server_factory, data_di
     assert user_files(data_dir) == {"x.txt": b"one\n"}
 
 
+def test_a_known_id_is_ok_even_after_the_size_limit_was_lowered(php_server_factory, data_dir):  # noqa: F811
+    # Stored, the answer lost, the limit lowered, then the retry: still OK, not 413.
+    big = "x" * 80 + "\n"
+    server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_MAX_BYTES="1000"))
+    assert post(server.url("upload.php"), data=big, id="b1").text == "OK."
+    server.stop()
+    smaller = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_MAX_BYTES="50"))
+    url = smaller.url("upload.php")
+    assert post(url, data=big, id="b1").text == "OK."
+    answer = post(url, data=big, id="b2")
+    assert (answer.status_code, answer.text) == (413, "Error: data larger than 50 bytes")
+    assert user_files(data_dir) == {"x.txt": big.encode()}
+
+
 def test_id_store_is_bounded_and_keeps_the_newest(php_server_factory, data_dir):  # noqa: F811
     server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_IDS_KEEP="5"))
     url = server.url("upload.php")
