@@ -84,6 +84,7 @@ DEFAULT_MAX_BATCH_BYTES = 65536
 ITEM = ".item"      # one queue item, not yet sent
 BATCH = ".batch"    # sealed: being sent, composition fixed
 TEMP_PREFIX = ".tmp-"
+INTAKE_DURING_POST = 0.1   # seconds between looks at the queue while a POST is in flight
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -692,7 +693,11 @@ class HttpPostUploader(Worker):
                 done.set()
 
         threading.Thread(target=call, name=self.name + "-post", daemon=True).start()
-        while not done.wait(POLL_SECONDS):
+        while not done.wait(INTAKE_DURING_POST):
+            # Blocks the recorder hands over meanwhile go to disk now, not
+            # after the request: a crash must not find them only in memory.
+            if not self._spool_failing:
+                self._take_in()
             if self.stopping:
                 logger.info("%s: stop requested; abandoned an upload in flight "
                             "(it stays spooled)", self.name)

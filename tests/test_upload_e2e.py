@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 from phpserver import PhpServer
@@ -158,7 +159,7 @@ def test_server_stopped_and_kei_killed_while_uploads_flow(tmp_path):
     assert "'per_run': int(open('per_run').read())," in FLOW_CONFIG
     (workdir / "keiconf.py").write_text(textwrap.dedent(FLOW_CONFIG % {
         "url": server.url("upload.php"), "key": KEY}))
-    (workdir / "per_run").write_text("400")           # 400 clock minutes: 10 s of readings
+    (workdir / "per_run").write_text("240")           # 240 clock minutes: 6 s of readings
     log_path = tmp_path / "kei-output.log"
     processes = []
     try:
@@ -171,8 +172,25 @@ def test_server_stopped_and_kei_killed_while_uploads_flow(tmp_path):
             stopped_at = server_lines(data_dir)
             local = lambda: sum(len(t.splitlines()) for t in local_sums(workdir).values())  # noqa: E731
             wait_for(lambda: local() >= stopped_at + 10, timeout=15, message="a backlog while down")
+
+            def handed_over() -> bool:
+                # The reader is done and every local summary line is on the
+                # server or in the spool: none is only in memory (a kill in the
+                # milliseconds between the recorder's write and the spool would
+                # lose that block's upload, not the local line).
+                if (workdir / "reader.state").read_text().split()[0] != "240":
+                    return False
+                local_bytes = sum(map(len, local_sums(workdir).values()))
+                on_server = sum(map(len, server_files(data_dir).values()))
+                spooled = spooled_bytes(workdir / "spool")
+                return spooled >= 0 and on_server + spooled >= local_bytes
+
+            wait_for(handed_over, timeout=15, message="the whole run recorded and spooled")
+            time.sleep(0.5)                                # the last window closes 0.26 s after
+            wait_for(handed_over, timeout=5, message="its last window spooled too")
             server.start()
-            wait_for(lambda: server_lines(data_dir) > stopped_at, timeout=15, message="delivery resumed")
+            wait_for(lambda: server_lines(data_dir) > stopped_at, timeout=15, interval=0.002,
+                     message="delivery resumed")
             first.send_signal(signal.SIGKILL)              # while the backlog is being delivered
             first.wait(10)
             assert first.returncode == -signal.SIGKILL
