@@ -21,8 +21,11 @@
  * Uploads are serialised by an exclusive flock on <data_dir>/.kei-upload.lock:
  * the id check, the append, the id record and the rate-limit state change
  * together, so concurrent uploads never interleave and a duplicate id is
- * appended once.  Files the endpoint keeps for itself start with a dot, which
- * no uploaded name can.
+ * appended once.  A request killed between its append and its id record
+ * (server stopped, power lost) is finished by the next request for that file
+ * (see kei_recover), so even then a retried id is appended exactly once.
+ * Files the endpoint keeps for itself start with a dot, which no uploaded
+ * name can.
  *
  * Works with PHP 7.4 and 8.x, standard library only.
  */
@@ -111,6 +114,40 @@ function kei_record_id(string $ids_path, array $ids, string $id, int $keep): voi
 }
 
 /**
+ * Finishes what a request killed in mid-store left behind (the server
+ * stopped, the power failed).  Before appending, a batch with an id writes
+ * "<id> <size before> <length>" to `$pending_path`; if that file is still
+ * there, the append either completed (then the id is recorded, so the
+ * client's retry is answered OK and not appended twice) or did not (then any
+ * partial tail is cut off, and the retry appends it once).
+ */
+function kei_recover(string $path, string $pending_path, string $ids_path, int $keep): void
+{
+    if (!is_file($pending_path)) {
+        return;
+    }
+    $fields = explode(' ', trim((string) file_get_contents($pending_path)));
+    if (count($fields) === 3) {
+        [$id, $offset, $length] = [$fields[0], (int) $fields[1], (int) $fields[2]];
+        clearstatcache(true, $path);
+        $size = is_file($path) ? (int) filesize($path) : 0;
+        if ($size >= $offset + $length) {
+            $ids = is_file($ids_path) ? (file($ids_path, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: []) : [];
+            if (!in_array($id, $ids, true)) {
+                kei_record_id($ids_path, $ids, $id, $keep);
+            }
+        } elseif ($size > $offset) {
+            $handle = @fopen($path, 'r+b');
+            if ($handle !== false) {
+                ftruncate($handle, $offset);
+                fclose($handle);
+            }
+        }
+    }
+    unlink($pending_path);
+}
+
+/**
  * The work done under the lock: duplicate check, rate limit, append.
  * Returns [status, body, extra headers].
  */
@@ -118,6 +155,8 @@ function kei_store(array $config, string $key, string $fname, string $data, stri
 {
     $dir = rtrim($config['data_dir'], '/');
     $ids_path = "$dir/.$fname.ids";
+    $pending_path = "$dir/.$fname.pending";
+    kei_recover("$dir/$fname", $pending_path, $ids_path, $config['ids_keep']);
     $ids = [];
     if ($id !== '' && is_file($ids_path)) {
         $ids = file($ids_path, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [];
@@ -144,11 +183,18 @@ function kei_store(array $config, string $key, string $fname, string $data, stri
         return [429, 'Error: too many uploads, retry in ' . $wait . ' s', ['Retry-After: ' . $wait]];
     }
 
+    if ($id !== '') {
+        clearstatcache(true, "$dir/$fname");
+        $size = is_file("$dir/$fname") ? (int) filesize("$dir/$fname") : 0;
+        file_put_contents($pending_path, "$id $size " . strlen($data));
+    }
     if (!kei_append("$dir/$fname", $data)) {
+        @unlink($pending_path);
         return [500, 'Error: could not write the data file', []];
     }
     if ($id !== '') {
         kei_record_id($ids_path, $ids, $id, $config['ids_keep']);
+        unlink($pending_path);
     }
     $rate[$who] = $now;
     file_put_contents("$rate_path.tmp", json_encode($rate));

@@ -193,6 +193,30 @@ def test_a_known_id_is_ok_even_after_the_size_limit_was_lowered(php_server_facto
     assert user_files(data_dir) == {"x.txt": big.encode()}
 
 
+# A store killed in mid-flight (php stopped, power lost) leaves its pending
+# record "<id> <size before> <length>"; what the file then holds decides.
+# Here b1 ("one\n", 4 bytes at offset 5) was being stored; then b2 comes,
+# then the client's retry of b1.
+KILLED_STORES = [
+    # after the append, before the id was recorded: b1 is kept, its retry not appended again
+    ("after_append", b"zero\none\n", b"zero\none\nnext\n"),
+    # in the middle of the append: the partial tail goes, the retry appends b1 once
+    ("mid_append", b"zero\non", b"zero\nnext\none\n"),
+    # before the append: the retry appends b1 once
+    ("before_append", b"zero\n", b"zero\nnext\none\n"),
+]
+
+
+@pytest.mark.parametrize("case,left,expected", KILLED_STORES, ids=[c[0] for c in KILLED_STORES])
+def test_a_store_killed_in_mid_flight_is_completed_once(endpoint, data_dir, case, left, expected):
+    (data_dir / "x.txt").write_bytes(left)
+    (data_dir / ".x.txt.pending").write_text("b1 5 4")
+    assert post(endpoint, data="next\n", id="b2").text == "OK."
+    assert post(endpoint, data="one\n", id="b1").text == "OK."
+    assert (data_dir / "x.txt").read_bytes() == expected
+    assert not (data_dir / ".x.txt.pending").exists()
+
+
 def test_id_store_is_bounded_and_keeps_the_newest(php_server_factory, data_dir):  # noqa: F811
     server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_IDS_KEEP="5"))
     url = server.url("upload.php")
