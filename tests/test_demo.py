@@ -9,6 +9,7 @@ page in headless Chromium.
 from __future__ import annotations
 
 import collections
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -55,7 +56,9 @@ def test_demo_runs_both_readers_into_files_and_stops_cleanly(demo):
         assert ",%s," % sensor in raw, sensor
     for sensor in ("BR,E7", "unit1,temp"):
         assert ",%s," % sensor in summary, sensor
-    assert "session terminated (SKTERM)" in demo["output"]
+    # SKTERM was sent at stop; on a loaded machine EVENT 27 may miss the 1.2 s
+    # the stop budget leaves ("session ended without EVENT 27 (SKTERM)").
+    assert re.search(r"B-route: session (terminated|ended without EVENT 27) \(SKTERM\)", demo["output"])
     if PHP is not None:     # the local endpoint received the 10-minute averages
         uploaded = files(demo["workdir"], "uploaded/sum2*-demo.txt")
         assert uploaded and set(uploaded.splitlines()) <= set(summary.splitlines())
@@ -119,7 +122,6 @@ def test_demo_check_names_the_demo_configuration(tmp_path):
 def test_the_kei_console_script_runs_the_demo_check(tmp_path):
     # `kei --demo` once installed: the script pip generates imports the entry
     # point that pyproject.toml names and calls it; do exactly that.
-    import re
     entry = re.search(r'^kei = "([\w.]+):(\w+)"$', (REPO / "pyproject.toml").read_text(), re.M)
     assert entry, "pyproject.toml names no 'kei' console script"
     script = "import sys; from %s import %s as main; sys.argv[0] = 'kei'; sys.exit(main())" % entry.groups()
