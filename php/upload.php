@@ -100,6 +100,12 @@ function kei_append(string $path, string $data): bool
     return $ok;
 }
 
+/** The batch ids stored for one file, oldest first. */
+function kei_read_ids(string $ids_path): array
+{
+    return is_file($ids_path) ? (file($ids_path, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: []) : [];
+}
+
 /** Remembers `$id` in `$ids_path`; keeps the newest `$keep` when it grows to 2x. */
 function kei_record_id(string $ids_path, array $ids, string $id, int $keep): void
 {
@@ -132,7 +138,7 @@ function kei_recover(string $path, string $pending_path, string $ids_path, int $
         clearstatcache(true, $path);
         $size = is_file($path) ? (int) filesize($path) : 0;
         if ($size >= $offset + $length) {
-            $ids = is_file($ids_path) ? (file($ids_path, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: []) : [];
+            $ids = kei_read_ids($ids_path);
             if (!in_array($id, $ids, true)) {
                 kei_record_id($ids_path, $ids, $id, $keep);
             }
@@ -157,12 +163,9 @@ function kei_store(array $config, string $key, string $fname, string $data, stri
     $ids_path = "$dir/.$fname.ids";
     $pending_path = "$dir/.$fname.pending";
     kei_recover("$dir/$fname", $pending_path, $ids_path, $config['ids_keep']);
-    $ids = [];
-    if ($id !== '' && is_file($ids_path)) {
-        $ids = file($ids_path, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [];
-        if (in_array($id, $ids, true)) {
-            return [200, 'OK.', []];          // a retry of a stored batch
-        }
+    $ids = $id !== '' ? kei_read_ids($ids_path) : [];
+    if ($id !== '' && in_array($id, $ids, true)) {
+        return [200, 'OK.', []];              // a retry of a stored batch
     }
     // After the id check: a batch stored before the limit was lowered is
     // still a retry, not "too large" (the client would split and resend it).

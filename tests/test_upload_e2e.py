@@ -87,6 +87,13 @@ def start_kei(workdir: Path, log) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(DEBUG="1"))
 
 
+def kill_all(processes: list) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
 def test_outage_kill_and_restart_deliver_every_block_once(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -130,10 +137,7 @@ def test_outage_kill_and_restart_deliver_every_block_once(tmp_path):
         assert KEY not in output
         assert server.php_errors() == []
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+        kill_all(processes)
         server.close()
 
 
@@ -207,8 +211,5 @@ def test_server_stopped_and_kei_killed_while_uploads_flow(tmp_path):
         assert "Connection refused" in log_path.read_text()        # the outage was seen
         assert server.php_errors() == []
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+        kill_all(processes)
         server.close()

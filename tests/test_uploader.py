@@ -422,74 +422,58 @@ def test_kill_9_during_delivery_neither_loses_nor_duplicates(server, data_dir, m
     wait_for(lambda: not spool_units(spool_dir), message="empty spool")
 
 
-def test_stop_returns_promptly_while_the_server_hangs_and_keeps_everything(make_uploader,
+@pytest.fixture
+def hanging_server():
+    """A server that accepts one connection and never answers: (url, accepted event)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    held = []
+    accepted = threading.Event()
+
+    def accept_and_hang():
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        held.append(connection)            # read nothing, answer nothing
+        accepted.set()
+
+    threading.Thread(target=accept_and_hang, daemon=True).start()
+    yield "http://127.0.0.1:%d/upload.php" % listener.getsockname()[1], accepted
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+def test_stop_returns_promptly_while_the_server_hangs_and_keeps_everything(make_uploader, hanging_server,
                                                                            tmp_path):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(5)
-    held = []
-    accepted = threading.Event()
-
-    def accept_and_hang():
-        try:
-            connection, _ = listener.accept()
-        except OSError:
-            return
-        held.append(connection)            # read nothing, answer nothing
-        accepted.set()
-
-    threading.Thread(target=accept_and_hang, daemon=True).start()
-    try:
-        url = "http://127.0.0.1:%d/upload.php" % listener.getsockname()[1]
-        uploader, upload_que = make_uploader(url, timeout=30)
-        upload_que.put(["day.txt", "in flight\n"])
-        assert accepted.wait(5)
-        for number in range(3):            # queued behind the hanging request
-            upload_que.put(["day.txt", line(number)])
-        started = time.monotonic()
-        assert uploader.stop(5)
-        assert time.monotonic() - started < 2.5
-        reopened = Spool(tmp_path / "spool")
-        reopened.open()
-        assert drain(reopened) == "in flight\n" + "".join(line(n) for n in range(3))
-    finally:
-        listener.close()
-        for connection in held:
-            connection.close()
+    url, accepted = hanging_server
+    uploader, upload_que = make_uploader(url, timeout=30)
+    upload_que.put(["day.txt", "in flight\n"])
+    assert accepted.wait(5)
+    for number in range(3):            # queued behind the hanging request
+        upload_que.put(["day.txt", line(number)])
+    started = time.monotonic()
+    assert uploader.stop(5)
+    assert time.monotonic() - started < 2.5
+    reopened = Spool(tmp_path / "spool")
+    reopened.open()
+    assert drain(reopened) == "in flight\n" + "".join(line(n) for n in range(3))
 
 
-def test_items_queued_during_a_long_request_are_spooled_before_it_ends(make_uploader, tmp_path):
+def test_items_queued_during_a_long_request_are_spooled_before_it_ends(make_uploader, hanging_server,
+                                                                       tmp_path):
     # A crash (kill -9) while a request hangs must not find them only in memory.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(5)
-    held = []
-    accepted = threading.Event()
-
-    def accept_and_hang():
-        try:
-            connection, _ = listener.accept()
-        except OSError:
-            return
-        held.append(connection)            # read nothing, answer nothing
-        accepted.set()
-
-    threading.Thread(target=accept_and_hang, daemon=True).start()
-    try:
-        url = "http://127.0.0.1:%d/upload.php" % listener.getsockname()[1]
-        uploader, upload_que = make_uploader(url, timeout=30)
-        upload_que.put(["day.txt", "in flight\n"])
-        assert accepted.wait(5)
-        for number in range(3):
-            upload_que.put(["day.txt", line(number)])
-        spool_dir = tmp_path / "spool"
-        wait_for(lambda: upload_que.empty() and len(list(spool_dir.glob("*.item"))) == 3, timeout=5)
-        assert uploader.is_alive()         # the request hangs for 30 s: still in flight
-    finally:
-        uploader.stop(5)
-        listener.close()
-        for connection in held:
-            connection.close()
+    url, accepted = hanging_server
+    uploader, upload_que = make_uploader(url, timeout=30)
+    upload_que.put(["day.txt", "in flight\n"])
+    assert accepted.wait(5)
+    for number in range(3):
+        upload_que.put(["day.txt", line(number)])
+    spool_dir = tmp_path / "spool"
+    wait_for(lambda: upload_que.empty() and len(list(spool_dir.glob("*.item"))) == 3, timeout=5)
+    assert uploader.is_alive()         # the request hangs for 30 s: still in flight
 
 
 def test_bad_items_are_logged_and_skipped(server, data_dir, make_uploader, caplog):

@@ -1309,12 +1309,6 @@ FAULTS: Dict[str, Tuple[Optional[str], str]] = {
 # --------------------------------------------------------------------------
 # Options shared by the sim:// URL and the command line
 # --------------------------------------------------------------------------
-def _flag(text: str) -> bool:
-    if text not in ("0", "1", "true", "false", "yes", "no"):
-        raise ValueError("expected 0 or 1")
-    return text in ("1", "true", "yes")
-
-
 def _choice(*allowed: str) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text not in allowed:
@@ -1345,6 +1339,7 @@ def _count(text: str) -> int:
 
 
 def _switch(text: str) -> bool:
+    """A yes/no option or control argument: 1/0, on/off, true/false, yes/no."""
     table = {"on": True, "1": True, "true": True, "yes": True,
              "off": False, "0": False, "false": False, "no": False}
     if text.lower() not in table:
@@ -1414,8 +1409,8 @@ WISUN_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str, str]] = {
     "lifetime": (_positive, "lifetime", "PANA session lifetime in seconds"),
     "reauth": (_choice("ok", "fail"), "reauth", "ok|fail: outcome of re-authentication"),
     "join_failures": (int, "join_failures", "refuse this many joins first"),
-    "out_of_range": (_flag, "out_of_range", "0|1: meter unreachable"),
-    "silent": (_flag, "silent", "0|1: meter answers nothing"),
+    "out_of_range": (_switch, "out_of_range", "0|1: meter unreachable"),
+    "silent": (_switch, "silent", "0|1: meter answers nothing"),
     "tx_budget_ms": (int, "tx_budget_ms", "transmit-time budget per hour in ms"),
     # Timed faults: S seconds after the first EVENT 25 (garbage_every: from the start)
     "terminate_after": (_seconds, "terminate_after",
@@ -1429,7 +1424,7 @@ WISUN_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str, str]] = {
     "reset_after": (_seconds, "reset_after", "S after the first EVENT 25: module reset"),
     "unplug_after": (_seconds, "unplug_after", "S after the first EVENT 25: the device disappears"),
     "unplug_for": (_positive, "unplug_for", "S until it comes back, default 5"),
-    "reverse": (_flag, "", "0|1: the meter measures reverse flow (EB)"),
+    "reverse": (_switch, "", "0|1: the meter measures reverse flow (EB)"),
 }
 
 URL_GRAMMAR = "sim://wisun?" + "&".join("%s=<%s>" % (name, spec[2]) for name, spec in
