@@ -425,9 +425,6 @@ def prepare(config_path: str) -> tuple:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     workdir = os.getcwd()
-    # sim:// ports (the built-in simulator) work in every config.
-    from keilib.sim import register_url_handler
-    register_url_handler()
     config_path = args.config or os.path.join(workdir, "keiconf.py")
     try:
         if args.demo:

@@ -33,9 +33,9 @@ What ``SerialReader`` does with each valid line, in order:
 3. **Record**: a ``keilib.record.Record`` stamped with ``clock.now()`` at the
    moment the bytes were read, put on ``record_que``.
 
-Module layout: ``parse_line`` and ``LineSplitter`` are pure (no I/O);
-``OutlierChecker`` and ``DuplicateFilter`` hold per-reader state;
-``SerialReader`` is the worker that does the I/O.
+Module layout: the codec (``parse_line``, ``LineSplitter``) is pure and lives
+in ``keilib.sensorline``; ``OutlierChecker`` and ``DuplicateFilter`` hold
+per-reader state; ``SerialReader`` is the worker that does the I/O.
 """
 
 from __future__ import annotations
@@ -43,121 +43,21 @@ from __future__ import annotations
 import abc
 import collections
 import logging
-import math
 import queue
-import re
 import time
-from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Deque, Dict, Optional, Tuple
 
 import serial  # pyserial (absolute import: this module is keilib.serial)
 
 from keilib.clock import Clock
 from keilib.errors import ConfigError, ProtocolError
+from keilib.ports import open_port
 from keilib.record import Record
+# The codec, re-exported: configs and tests written against keilib.serial keep working.
+from keilib.sensorline import LineSplitter, Reading, parse_line, show  # noqa: F401
 from keilib.worker import Worker
 
 logger = logging.getLogger(__name__)
-
-_ID_RE = re.compile(r"[A-Za-z0-9_-]+\Z")
-# A plain decimal number; float() alone would also take "nan", "1_0", "infinity".
-_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
-_INTEGER_RE = re.compile(r"[+-]?[0-9]+\Z")
-
-SHOW_BYTES = 80   # how much of an offending line a log message shows
-
-
-def show(raw: bytes) -> str:
-    """``raw`` as a short, safe, repr-escaped text for a log line."""
-    if len(raw) > SHOW_BYTES:
-        return "%r...(%d bytes)" % (bytes(raw[:SHOW_BYTES]), len(raw))
-    return repr(bytes(raw))
-
-
-# -- the codec (pure) ---------------------------------------------------------
-
-class Reading(NamedTuple):
-    """One parsed line.  ``data_id`` is None when the line had no DATAID."""
-
-    unit: str
-    sensor: str
-    value: Union[int, float]
-    data_id: Optional[str]
-
-
-def parse_line(raw: bytes) -> Reading:
-    """Parse one line (without its LF; a trailing CR is allowed).
-
-    Raises ProtocolError with the reason; the caller logs it.
-    """
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("not UTF-8 (byte 0x%02x at %d)" % (raw[exc.start], exc.start)) from None
-    fields = [field.strip(" \t") for field in text.split(",")]
-    if not 3 <= len(fields) <= 4:
-        raise ProtocolError("expected UNITID,SENSORID,VALUE[,DATAID], got %d field(s)" % len(fields))
-    unit, sensor, value_text = fields[0], fields[1], fields[2]
-    data_id = fields[3] if len(fields) == 4 else None
-    for name, ident in (("unit id", unit), ("sensor id", sensor), ("data id", data_id)):
-        if ident is not None and not _ID_RE.match(ident):
-            raise ProtocolError("bad %s %r (letters, digits, '-', '_')" % (name, ident))
-    if not _NUMBER_RE.match(value_text):
-        raise ProtocolError("value %r is not a number" % value_text)
-    value: Union[int, float]
-    if _INTEGER_RE.match(value_text):
-        value = int(value_text)
-    else:
-        value = float(value_text)
-        if not math.isfinite(value):  # e.g. 1e999
-            raise ProtocolError("value %r is out of range" % value_text)
-    return Reading(unit, sensor, value, data_id)
-
-
-class LineSplitter:
-    """Cut a byte stream into lines at LF, with a length limit.
-
-    ``feed(data)`` returns a list of ``(line, overlong)`` pairs: ``line`` is the
-    line without its LF (a CR before it is kept; ``parse_line`` drops it).  A
-    line that reaches ``limit`` bytes with no LF is reported once as
-    ``(its first limit bytes, True)``; the rest of it, up to the next LF, is
-    discarded, so one runaway line costs one log message and bounded memory.
-    """
-
-    def __init__(self, limit: int = 256):
-        self.limit = limit
-        self._buffer = bytearray()
-        self._discarding = False   # inside an over-long line, waiting for its LF
-
-    def reset(self) -> None:
-        """Forget a partial line (the port was reopened)."""
-        self._buffer.clear()
-        self._discarding = False
-
-    def feed(self, data: bytes) -> List[Tuple[bytes, bool]]:
-        out: List[Tuple[bytes, bool]] = []
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            if self._discarding:
-                self._discarding = False     # the tail of a line already reported
-            elif end - start > self.limit:
-                out.append((bytes(buffer[start:start + self.limit]), True))
-            else:
-                out.append((bytes(buffer[start:end]), False))
-            start = end + 1
-        del buffer[:start]
-        if len(buffer) > self.limit:
-            if not self._discarding:
-                out.append((bytes(buffer[:self.limit]), True))
-                self._discarding = True
-            buffer.clear()
-        return out
 
 
 # -- checks ---------------------------------------------------------------------
@@ -384,13 +284,8 @@ class SerialReader(Worker):
 
     # -- port handling ----------------------------------------------------
     def _try_open(self) -> None:
-        if self.port.startswith("sim://"):
-            # The simulator's URL handler; idempotent (the launcher may have done it).
-            from keilib.sim import register_url_handler
-            register_url_handler()
         try:
-            self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate,
-                                                 timeout=self.READ_TIMEOUT)
+            self._serial = open_port(self.port, baudrate=self.baudrate, timeout=self.READ_TIMEOUT)
         except (serial.SerialException, OSError, ValueError) as exc:
             if self._down_since is None:
                 self._down_since = self.clock.monotonic()

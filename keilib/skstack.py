@@ -48,6 +48,7 @@ import serial
 
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import DeviceError, DeviceGone, DeviceTimeout
+from keilib.ports import open_port
 
 logger = logging.getLogger(__name__)
 
@@ -434,8 +435,8 @@ class SkDevice:
     def open(self) -> None:
         self.close()
         try:
-            self.serial = serial.serial_for_url(self.port, baudrate=self.baud, timeout=self.READ_TIMEOUT,
-                                                write_timeout=5)
+            self.serial = open_port(self.port, baudrate=self.baud, timeout=self.READ_TIMEOUT,
+                                    write_timeout=5)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DeviceGone("cannot open %s: %s" % (_port_label(self.port), exc)) from exc
         self.parser = SkParser(self.KIND.dual)

@@ -36,15 +36,56 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 from typing import Any, Optional
 
 from keilib.clock import SYSTEM_CLOCK, Clock
+from keilib.health import Health, Registry
 
 logger = logging.getLogger(__name__)
 
 # Longest single block on a queue or port: bounds how late a stop is noticed.
 POLL_SECONDS = 0.5
+
+
+class Backoff:
+    """Delays for retrying after failures: ``first``, doubling up to ``cap``.
+
+    ``next()`` gives the delay to wait now and doubles the following one;
+    ``reset()`` starts again from ``first`` after a success.  With
+    ``jitter=True`` each delay is multiplied by a random factor in [0.5, 1],
+    so that many boxes do not retry in step after a shared outage.  The one
+    back-off rule of the project: readers reopening ports, the B-route
+    state machine, delivering outputs and the launcher's restarts use it.
+    """
+
+    def __init__(self, first: float, cap: float, jitter: bool = False,
+                 rng: Optional[random.Random] = None) -> None:
+        if not 0 < first <= cap:
+            raise ValueError("backoff needs 0 < first <= cap, got %r, %r" % (first, cap))
+        self.first = float(first)
+        self.cap = float(cap)
+        self.jitter = jitter
+        self.rng = rng or random.Random()
+        self.current = self.first
+        self.failures = 0          # next() calls since the last reset()
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.cap)
+        self.failures += 1
+        if self.jitter:
+            delay *= self.rng.uniform(0.5, 1.0)
+        return delay
+
+    def peek(self) -> float:
+        """The delay ``next()`` would give, without jitter or doubling."""
+        return self.current
+
+    def reset(self) -> None:
+        self.current = self.first
+        self.failures = 0
 
 
 class Worker(threading.Thread):
@@ -63,6 +104,12 @@ class Worker(threading.Thread):
         # do not signal; the launcher also checks is_alive() every few seconds).
         self.exit_event: Optional[Any] = None      # anything with set()
         self.failure: Optional[BaseException] = None
+        # Counters and timestamps (keilib.health); the launcher replaces this
+        # with the one kept for the configured worker across restarts.
+        self.health = Health(self.name, type(self).__name__)
+        # Every worker's health, for the few workers that report on others
+        # (an exporter, alerts); set by the launcher before start.
+        self.registry: Optional[Registry] = None
 
     # -- for subclasses -------------------------------------------------
     @property

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 def register_url_handler() -> None:
     """Make ``serial.serial_for_url('sim://...')`` work; safe to call repeatedly."""
-    import serial
+    from keilib.ports import register_sim_urls
 
-    if "keilib.sim" not in serial.protocol_handler_packages:
-        serial.protocol_handler_packages.append("keilib.sim")
+    register_sim_urls()

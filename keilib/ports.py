@@ -1,0 +1,32 @@
+"""Opening serial ports: every driver goes through ``open_port``.
+
+A port is a pyserial URL: ``/dev/ttyUSB0``, ``/dev/serial/by-id/...``,
+``socket://host:port`` (ser2net), ``rfc2217://...``, ``spy://...`` (tracing),
+and the built-in simulator's ``sim://...``.
+
+pyserial finds a URL handler by module name, ``<package>.protocol_<scheme>``,
+for each package listed in ``serial.protocol_handler_packages``.  Listing
+``keilib.sim`` there (a string; nothing is imported) is how kei registers
+``sim://``: pyserial imports the simulator only when such a URL is opened, so
+no production module imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import serial
+
+SIM_HANDLER_PACKAGE = "keilib.sim"
+
+
+def register_sim_urls() -> None:
+    """Let ``serial.serial_for_url('sim://...')`` work; safe to call repeatedly."""
+    if SIM_HANDLER_PACKAGE not in serial.protocol_handler_packages:
+        serial.protocol_handler_packages.append(SIM_HANDLER_PACKAGE)
+
+
+def open_port(url: str, **settings: Any) -> Any:
+    """``serial.serial_for_url(url, **settings)``, with ``sim://`` known."""
+    register_sim_urls()
+    return serial.serial_for_url(url, **settings)
