@@ -160,6 +160,7 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
         for name in args:
             if not isinstance(name, str):
                 raise ConfigError("%s: argument names must be strings, got %r" % (where, name))
+        check_requirements(cls, where)
         signature = inspect.signature(cls)
         accepts_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
         if not accepts_any:
@@ -179,6 +180,19 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
         specs.append(WorkerSpec(index, cls, args))
     check_queues(specs, source)
     return specs
+
+
+def check_requirements(cls: type, where: str) -> None:
+    """A worker needing an optional package says so in ``REQUIRES``: a list
+    of ``(module, pip command, apt command)``; a missing one is a config
+    error naming both commands (imported here only when configured)."""
+    for module_name, pip_command, apt_command in getattr(cls, "REQUIRES", ()):
+        try:
+            importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError("%s: needs the Python package for '%s', which is missing (%s). "
+                              "Install it with:  %s   or, on Debian / Raspberry Pi OS:  %s"
+                              % (where, module_name, exc, pip_command, apt_command)) from exc
 
 
 def check_queues(specs: List[WorkerSpec], source: str) -> None:
@@ -422,7 +436,26 @@ def prepare(config_path: str) -> tuple:
     return specs, instances
 
 
+# Subcommands (``kei <name> ...``): "module:function", imported only when
+# asked for; the function takes the remaining arguments and returns the exit
+# status.  ``kei`` alone (or with options) runs the daemon.
+SUBCOMMANDS: Dict[str, str] = {
+}
+
+
+def run_subcommand(argv: List[str]) -> Optional[int]:
+    """Run ``kei <subcommand> ...`` if ``argv`` names one; None otherwise."""
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return None
+    module_name, function_name = SUBCOMMANDS[argv[0]].split(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, function_name)(argv[1:]) or 0)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    status = run_subcommand(sys.argv[1:] if argv is None else list(argv))
+    if status is not None:
+        return status
     args = parse_args(argv)
     workdir = os.getcwd()
     config_path = args.config or os.path.join(workdir, "keiconf.py")
