@@ -394,6 +394,7 @@ class BrouteReader(Worker):
         if state != self.state:
             logger.info("B-route: %s -> %s (%s)", self.state.value, state.value, reason)
         self.state = state
+        self.health.state("link", state.value)     # POLL: joined and polling
 
     def pause(self, seconds: float) -> None:
         if self.wait(seconds):
@@ -762,6 +763,7 @@ class BrouteReader(Worker):
             return
         record = Record(stamp, "BR", sensor, value)
         logger.debug("B-route: %s", record.to_raw_line())
+        self.health.reading(record)
         if self.record_que is None:
             return
         # Wait for room in short slices, so a stop is still honoured promptly.

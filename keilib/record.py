@@ -23,6 +23,9 @@ import re
 from typing import Any, Sequence
 
 TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
+# The data id of readings taken from a meter's history (back-fill), not live:
+# outputs that only show the latest value skip them.
+HISTORY_DATA_ID = "hist"
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 

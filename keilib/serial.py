@@ -378,6 +378,7 @@ class SerialReader(Worker):
                 pass
             else:
                 self.stats["records"] += 1
+                self.health.reading(record)
                 if self._queue_stuck_since is not None:
                     if self._queue_warned or self._queue_gave_up:
                         logger.warning("port %s: record_que takes readings again after %.0f s (%d dropped)",
