@@ -47,7 +47,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from keilib import __version__
+from keilib import __version__, sdnotify
 from keilib.errors import ConfigError
 from keilib.worker import Worker
 
@@ -356,6 +356,7 @@ class Daemon:
         self.supervised = [Supervised(spec, by_index[spec.index], self.wake) for spec in start_order(specs)]
         self.stop_signal: Optional[int] = None
         self.usr1_count = 0
+        self.systemd: Optional[sdnotify.Watchdog] = None     # systemd hook, set by run()
 
     # Signal handlers: record only (they run between bytecodes of the main
     # thread); the wakeup fd makes the kernel wake the main loop.
@@ -377,12 +378,15 @@ class Daemon:
             sup.start(now)
         logger.info("kei %s started with %d worker(s): %s", __version__, len(self.supervised),
                     ", ".join(sup.spec.cls.__name__ for sup in self.supervised))
+        self.systemd = sdnotify.Watchdog.from_environ()     # systemd hook (keilib/sdnotify.py)
+        self.systemd.ready(self.supervised)                  # systemd hook
         handled_usr1 = 0
         while self.stop_signal is None:
             deadlines = [d for d in (s.next_deadline() for s in self.supervised) if d is not None]
             timeout = LIVENESS_CHECK
             if deadlines:
                 timeout = max(0.0, min(timeout, min(deadlines) - self.monotonic()))
+            timeout = min(timeout, self.systemd.tick(self.supervised))  # systemd hook: ping
             self.wake.wait(timeout)
             while handled_usr1 < self.usr1_count:
                 handled_usr1 += 1
@@ -397,6 +401,8 @@ class Daemon:
     def shutdown(self) -> int:
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "request"
         logger.info("stopping all workers (%s). Please wait ...", name)
+        if self.systemd is not None:                         # systemd hook
+            self.systemd.stopping()
         deadline = self.monotonic() + STOP_BUDGET
         # Producers first, then each consumer drains what was queued for it.
         for sup in reversed(self.supervised):

@@ -38,6 +38,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from typing import Any, Optional
 
 from keilib.clock import SYSTEM_CLOCK, Clock
@@ -110,6 +111,9 @@ class Worker(threading.Thread):
         # Every worker's health, for the few workers that report on others
         # (an exporter, alerts); set by the launcher before start.
         self.registry: Optional[Registry] = None
+        # Watchdog hook (keilib.sdnotify): real monotonic time at which the
+        # current setup()/step() began; None outside them.
+        self.step_since: Optional[float] = None
 
     # -- for subclasses -------------------------------------------------
     @property
@@ -141,9 +145,12 @@ class Worker(threading.Thread):
     def run(self) -> None:
         logger.info("%s started", self.name)
         try:
+            self.step_since = time.monotonic()     # watchdog hook (keilib.sdnotify)
             self.setup()
             while not self._stopping.is_set():
+                self.step_since = time.monotonic()  # watchdog hook: this step began
                 self.step()
+            self.step_since = None                  # watchdog hook
         except Exception as exc:  # noqa: BLE001 - the launcher restarts us
             self.failure = exc
             logger.exception("%s failed: %s", self.name, exc)
