@@ -446,6 +446,8 @@ def prepare(config_path: str) -> tuple:
 # asked for; the function takes the remaining arguments and returns the exit
 # status.  ``kei`` alone (or with options) runs the daemon.
 SUBCOMMANDS: Dict[str, str] = {
+    "read": "keilib.read:main",          # one-shot meter read (issue 14)
+    "probe": "keilib.probe:main",        # transcript for bug reports (issue 14)
 }
 
 
