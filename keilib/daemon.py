@@ -47,7 +47,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from keilib import __version__, sdnotify
+from keilib import __version__, sdnotify, status
 from keilib.errors import ConfigError
 from keilib.worker import Worker
 
@@ -357,6 +357,7 @@ class Daemon:
         self.stop_signal: Optional[int] = None
         self.usr1_count = 0
         self.systemd: Optional[sdnotify.Watchdog] = None     # systemd hook, set by run()
+        self.status_file: Optional[status.StatusFile] = None  # kei status hook, set by run()
 
     # Signal handlers: record only (they run between bytecodes of the main
     # thread); the wakeup fd makes the kernel wake the main loop.
@@ -378,6 +379,7 @@ class Daemon:
             sup.start(now)
         logger.info("kei %s started with %d worker(s): %s", __version__, len(self.supervised),
                     ", ".join(sup.spec.cls.__name__ for sup in self.supervised))
+        self.status_file = status.StatusFile(os.path.join(os.getcwd(), status.STATUS_FILE))  # kei status hook
         self.systemd = sdnotify.Watchdog.from_environ()     # systemd hook (keilib/sdnotify.py)
         self.systemd.ready(self.supervised)                  # systemd hook
         handled_usr1 = 0
@@ -387,6 +389,7 @@ class Daemon:
             if deadlines:
                 timeout = max(0.0, min(timeout, min(deadlines) - self.monotonic()))
             timeout = min(timeout, self.systemd.tick(self.supervised))  # systemd hook: ping
+            timeout = min(timeout, self.status_file.tick(self.supervised))  # kei status hook
             self.wake.wait(timeout)
             while handled_usr1 < self.usr1_count:
                 handled_usr1 += 1
@@ -413,6 +416,8 @@ class Daemon:
             if not sup.instance.stop(timeout=left):
                 logger.error("%s did not stop within the %g s budget", sup.spec.label, STOP_BUDGET)
             sup.state = "STOPPED"
+        if self.status_file is not None:                    # kei status hook
+            self.status_file.remove()
         logger.info("kei stopped")
         return EXIT_OK
 
@@ -448,6 +453,7 @@ def prepare(config_path: str) -> tuple:
 SUBCOMMANDS: Dict[str, str] = {
     "read": "keilib.read:main",          # one-shot meter read (issue 14)
     "probe": "keilib.probe:main",        # transcript for bug reports (issue 14)
+    "status": "keilib.status:main",      # the running daemon's health (issue 14)
 }
 
 
