@@ -140,11 +140,12 @@ class WedgedWorker(Worker):
     def step(self):
         if not self.hung:
             self.hung = True
+            # CLOCK_MONOTONIC is one clock for every process: the test compares.
             if self.marker:
                 with open(self.marker, "w") as handle:
-                    handle.write("hanging\n")
+                    handle.write("hanging %r\n" % time.monotonic())
             threading.Event().wait(self.hang)    # deaf to the stop event on purpose
             if self.marker:
                 with open(self.marker, "a") as handle:
-                    handle.write("back\n")
+                    handle.write("back %r\n" % time.monotonic())
         self.wait(0.2)

@@ -130,20 +130,21 @@ def test_a_wedged_worker_stops_the_pings_until_its_step_returns(tmp_path, system
                      str(tmp_path / "notify.sock"), 200_000)      # ping every 0.1 s
     try:
         wait_for(lambda: "hanging" in read_text(marker), timeout=20)
-        hung_at = time.monotonic()
         # STEP_LIMIT is 1 s: within a few pings after that, STATUS names it ...
         wait_for(lambda: any("WEDGED: worker_def[1] (WedgedWorker)" in value
                              for _, value in systemd.fields("STATUS")), timeout=10)
         wedged_at = min(when for when, value in systemd.fields("STATUS") if "WEDGED" in value)
         # ... and no ping comes while the step hangs
         wait_for(lambda: "back" in read_text(marker), timeout=20)
-        back_at = time.monotonic()
+        stamps = dict(line.split() for line in read_text(marker).splitlines())
+        hung_at, back_at = float(stamps["hanging"]), float(stamps["back"])   # the worker's own clock
         wait_for(lambda: any(when > back_at for when, _ in systemd.fields("WATCHDOG")), timeout=10,
                  message="pings resume once the step returned")
     finally:
         assert stop(proc) == 0
     pings = [when for when, _ in systemd.fields("WATCHDOG")]
-    assert any(when < hung_at for when in pings) or pings[0] < wedged_at   # pinged while healthy
+    assert pings and pings[0] < wedged_at                  # pinged before the worker was wedged
+    assert wedged_at > hung_at + 1.0                       # STEP_LIMIT: not before 1 s in the step
     silent = [when for when in pings if wedged_at <= when < back_at]
     assert silent == [], "pinged while a worker was wedged"
     assert back_at - wedged_at > 1.0          # a real gap: systemd (WatchdogSec=0.2 s) would kill
