@@ -144,7 +144,8 @@ def test_a_wedged_worker_stops_the_pings_until_its_step_returns(tmp_path, system
         assert stop(proc) == 0
     pings = [when for when, _ in systemd.fields("WATCHDOG")]
     assert pings and pings[0] < wedged_at                  # pinged before the worker was wedged
-    assert wedged_at > hung_at + 1.0                       # STEP_LIMIT: not before 1 s in the step
+    # STEP_LIMIT 1 s (step_since is taken just before the stamp: a few ms of slack)
+    assert wedged_at > hung_at + 0.9
     silent = [when for when in pings if wedged_at <= when < back_at]
     assert silent == [], "pinged while a worker was wedged"
     assert back_at - wedged_at > 1.0          # a real gap: systemd (WatchdogSec=0.2 s) would kill
