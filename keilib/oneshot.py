@@ -181,6 +181,13 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the answers (default 120; a first scan takes minutes)")
 
 
+def device_kind(device: SkDevice) -> str:
+    """The ``--device`` name of a configured driver object."""
+    if isinstance(device, WiSunRL7023):
+        return "ips" if device.type == WiSunRL7023.IPS else "dss"
+    return "bp35a1" if isinstance(device, BP35A1) else "bp35c2"
+
+
 def _from_config(path: str) -> Dict[str, Any]:
     """port, device, baud, broute_id, broute_pwd, scan_cache of the first
     BrouteReader entry of the config at ``path``."""
@@ -190,12 +197,14 @@ def _from_config(path: str) -> Dict[str, Any]:
         cls = entry.get("class") if isinstance(entry, dict) else None
         if isinstance(cls, type) and issubclass(cls, BrouteReader):
             args = entry.get("args", {})
+            # The daemon keeps its scan cache beside its config (its work directory).
+            cache = os.path.join(os.path.dirname(os.path.abspath(path)), args.get("scan_cache") or "scancache.json")
             found: Dict[str, Any] = {"broute_id": args.get("broute_id"), "broute_pwd": args.get("broute_pwd"),
-                                     "scan_cache": args.get("scan_cache")}
+                                     "scan_cache": cache}
             device = args.get("wisundev")
             if isinstance(device, SkDevice):
-                found.update(port=device.port, baud=device.baud, device_object=device)
-            elif args.get("port"):
+                found.update(port=device.port, baud=device.baud, device=device_kind(device))
+            elif args.get("port"):             # keilog's port/baudrate form means a DSS stick
                 found.update(port=args["port"], baud=args.get("baudrate"), device="dss")
             return found
     raise ConfigError("%s has no BrouteReader entry" % path)
@@ -213,22 +222,13 @@ def settings(args: argparse.Namespace, environ: Any = os.environ) -> Dict[str, A
         "broute_pwd": args.broute_pwd or environ.get("KEI_BROUTE_PWD") or from_config.get("broute_pwd"),
         "scan_cache": from_config.get("scan_cache") or "scancache.json",
     }
-    missing = [what for what, key in (("--port (or KEI_PORT)", "port"),
+    missing = [what for what, key in (("--port (or KEI_PORT)", "port"), ("--device (or KEI_DEVICE)", "device"),
                                       ("--id (or KEI_BROUTE_ID)", "broute_id"),
                                       ("--password (or KEI_BROUTE_PWD)", "broute_pwd")) if not chosen[key]]
-    device_object = from_config.get("device_object")
-    if not chosen["device"] and device_object is None:
-        missing.append("--device (or KEI_DEVICE)")
     if missing:
         raise ConfigError("missing %s; give them on the command line, in the environment, or in the "
                           "BrouteReader entry of keiconf.py (-c PATH)" % ", ".join(missing))
-    if chosen["device"] and chosen["device"] not in DEVICES:
+    if chosen["device"] not in DEVICES:
         raise ConfigError("unknown device %r (one of %s)" % (chosen["device"], ", ".join(sorted(DEVICES))))
-    if chosen["device"] and (args.device or environ.get("KEI_DEVICE") or device_object is None):
-        chosen["wisundev"] = DEVICES[chosen["device"]](chosen["port"], int(chosen["baud"]))
-    else:
-        # The config's own driver object, on the port chosen above.
-        chosen["wisundev"] = type(device_object)(chosen["port"], int(chosen["baud"])) \
-            if not isinstance(device_object, WiSunRL7023) else \
-            WiSunRL7023(chosen["port"], int(chosen["baud"]), type=device_object.type)
+    chosen["wisundev"] = DEVICES[chosen["device"]](chosen["port"], int(chosen["baud"]))
     return chosen

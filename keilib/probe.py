@@ -33,6 +33,7 @@ import datetime
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 from typing import Any, List, Optional
@@ -149,7 +150,7 @@ def probe(args: argparse.Namespace) -> int:
         device = recording(chosen["wisundev"], writer)
         for note in ("kei %s, Python %s, %s" % (__version__, platform.python_version(), platform.platform()),
                      "started %s" % datetime.datetime.now().isoformat(timespec="seconds"),
-                     "module %s on %s" % (device.kind, chosen["port"]),
+                     "module %s on %s" % (device.kind, re.sub(r"//[^/@]*@", "//***@", chosen["port"])),
                      "masked: Route-B ID, password, Pairing ID; the meter's MAC and IPv6 address are "
                      "shown as a stand-in (0000000000000001)",
                      "'>' sent to the module, '<' received; bytes escaped as \\r \\n \\xNN"):

@@ -58,8 +58,10 @@ meter's EA/EB INF after every :00/:30; EVENT 29 at the end of the PANA
 session lifetime, then re-authentication ending in EVENT 25 (or 24); EVENT
 32/33 from a sliding one-hour transmit-time account (register SFD/SFB).
 
-Choices where the documents are silent [?]: product commands are echoed like
-any input; RL7023 kinds answer all four product commands ``FAIL ER04\\r\\n``;
+Choices where the documents are silent [?]: every ESREG answer is one
+non-empty token of the register's fixed width, and the dual-stack HAN
+registers start "unset" (S0B sixteen '0', S1C 2592000 s, S1F 0; see
+REGISTERS); product commands are echoed like any input; RL7023 kinds answer all four product commands ``FAIL ER04\\r\\n``;
 simple commands answer at once; EVENT 32/33 carry the module's own address;
 SKSTART, SKSEND*, SKCONNECT, SKCLOSE, SKREGDEV, SKRMDEV, SKSETKEY, SKRMKEY,
 SKSECENABLE, SKDSLEEP and SKRFLO are not emulated (FAIL ER04).
