@@ -768,10 +768,12 @@ class BrouteReader(Worker):
         for _ in range(10):
             try:
                 self.record_que.put(record, timeout=0.5)
+                self.health.count("out")
                 return
             except queue.Full:
                 if self.stopping:
                     break
+        self.health.count("dropped")
         logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
 
     # -- shutdown ----------------------------------------------------------------

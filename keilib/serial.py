@@ -376,6 +376,7 @@ class SerialReader(Worker):
                 pass
             else:
                 self.stats["records"] += 1
+                self.health.count("out")
                 self.health.reading(record)
                 if self._queue_stuck_since is not None:
                     if self._queue_warned or self._queue_gave_up:
@@ -397,6 +398,7 @@ class SerialReader(Worker):
             if self._queue_gave_up or self.stopping or stuck >= self.QUEUE_GIVE_UP_SECONDS:
                 self._queue_gave_up = True
                 self.stats["dropped"] += 1
+                self.health.count("dropped")
                 self._queue_dropped += 1
                 logger.error("port %s: record_que full for %.0f s%s; dropped reading %s", self.port, stuck,
                              " at stop" if self.stopping else "", record.to_raw_line())
