@@ -300,7 +300,7 @@ class SerialReader(Worker):
                                self.port, exc, self.REOPEN_FIRST, self.REOPEN_MAX)
             elif not self._said_on_console and self.clock.monotonic() - self._down_since >= self.CONSOLE_AFTER:
                 self._said_on_console = True      # once: a person at the terminal should know
-                logger.warning("port %s: still cannot open it after %.0f s (%s); kei keeps trying",
+                logger.info("port %s: still cannot open it after %.0f s (%s); kei keeps trying",
                                self.port, self.clock.monotonic() - self._down_since, exc,
                                extra={"console": True})
             else:
