@@ -455,9 +455,10 @@ def test_hostile_ids_stay_text_in_the_browser(site, browser):
     browser.get(site["url"] + "?date=20260520&base=evil")
     found = browser.execute(
         "return {imgs: document.images.length, scripts: document.scripts.length,"
+        " ours: document.scripts[0].textContent.indexOf('Progressive enhancement') > 0,"
         " title: document.querySelector('h2').textContent,"
         " unit: document.querySelector('path.series').dataset.unit}")
-    assert found == {"imgs": 0, "scripts": 0,
+    assert found == {"imgs": 0, "scripts": 1, "ours": True,
                      "title": "Unit %s, sensor %s" % (HOSTILE_UNIT, HOSTILE_SENSOR),
                      "unit": HOSTILE_UNIT}
     assert browser.console_errors() == []
