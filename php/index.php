@@ -1021,7 +1021,8 @@ function graph_fatal_page(): void
         . ini_get('memory_limit') . ')' : (stripos($error['message'], 'time') !== false
         ? 'the time limit (max_execution_time ' . ini_get('max_execution_time') . ' s)' : 'an internal error');
     if (!headers_sent()) {
-        http_response_code(503);
+        // A status line, not http_response_code(): PHP set "500" as a line after the fatal error.
+        header('HTTP/1.1 503 Service Unavailable', true, 503);
         header('Content-Type: text/html; charset=utf-8');
         header("Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'");
     }
@@ -1188,7 +1189,7 @@ svg.chart circle.marker { fill: #fff; stroke: #222; stroke-width: 2; }
 <button type="submit">Show</button>
 </form>
 </header>
-<main>
+<main data-memory-peak="<?= memory_get_peak_usage() ?>">
 <?php foreach ($problems as $problem): ?>
 <p class="problem"><?= graph_h($problem) ?> <a href="?">Today</a></p>
 <?php endforeach ?>
