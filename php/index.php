@@ -901,7 +901,10 @@ function graph_build(string $dir, array $range, string $base, bool $with_raw, ar
         }
         if ($series) {
             $charts[] = ['id' => $id, 'label' => $label,
-                'svg' => graph_line_chart($id, $label, $y_unit, $series, $with_zero, $view)];
+                'svg' => graph_line_chart($id, $label, $y_unit, $series, $with_zero, $view),
+                'legend' => array_map(function (array $one): array {
+                    return [$one['label'], $one['color'] . ($one['kind'] === 'raw' ? '; opacity: 0.45' : '')];
+                }, $series)];
         }
     }
 
@@ -1146,10 +1149,15 @@ svg.chart circle.marker { fill: #fff; stroke: #222; stroke-width: 2; }
 .readout { position: absolute; pointer-events: none; background: rgba(255,255,255,0.95); border: 1px solid #888;
   border-radius: 4px; padding: 2px 6px; font-size: 13px; white-space: nowrap; }
 .totals { font-size: 14px; margin: 4px 0; }
+.legend-list { display: none; font-size: 13px; margin: 2px 0; }
+.legend-list span { margin-right: 12px; white-space: nowrap; }
+.legend-list i { display: inline-block; width: 14px; height: 4px; margin-right: 4px; vertical-align: middle; }
 .totals span { display: block; }
 @media (max-width: 600px) {
   body { font-size: 14px; padding: 0 6px 30px; }
-  svg.chart text { font-size: 24px; }
+  svg.chart text { font-size: 19px; }
+  svg.chart .legend { display: none; }
+  .legend-list { display: block; }
   svg.chart path.raw { stroke-width: 2; }
   svg.chart path.avg { stroke-width: 3.5; }
   svg.chart .legend text { font-size: 20px; }
@@ -1251,6 +1259,7 @@ svg.chart circle.marker { fill: #fff; stroke: #222; stroke-width: 2; }
 <span data-day-total-<?= graph_h($direction) ?>="<?= graph_num($total, 4) ?>" data-slots="<?= count($slots) ?>"<?= $price !== null ? ' data-cost="' . graph_num($total * $price, 2) . '"' : '' ?>><?= $direction === 'forward' ? 'Imported from the grid' : 'Exported to the grid' ?>: <strong><?= graph_num($total, 3) ?> kWh</strong><?php if ($price !== null): ?> = <strong class="cost"><?= graph_num($total * $price, 0) ?> <?= graph_h($tariff['currency']) ?></strong> at <?= graph_h(graph_exact($price)) ?> <?= graph_h($tariff['currency']) ?>/kWh<?php endif ?> in <?= count($slots) ?> of <?= $of ?> half-hours<?= count($slots) ? ' (' . $exact . ' from the meter\'s half-hour values, ' . (count($slots) - $exact) . ' estimated)' : '' ?>.</span>
 <?php endforeach ?>
 </p>
+<p class="legend-list"><?php foreach ($page['energy'] as $direction => [$color]): ?><span><i style="background: <?= graph_h($color) ?>"></i><?= $direction === 'forward' ? 'Imported from the grid' : 'Exported to the grid' ?></span><?php endforeach ?></p>
 <div class="chart-box"><?= graph_energy_chart(array_map(function (array $one): array { return [$one[0], $one[1]]; }, $page['energy']), $page['view'], 'Energy per ' . $per . ' (kWh)', $tariff) ?></div>
 </section>
 <?php endif ?>
@@ -1261,6 +1270,7 @@ svg.chart circle.marker { fill: #fff; stroke: #222; stroke-width: 2; }
 <p class="note">Above zero: importing from the grid.  Below zero: exporting to the grid (e.g. from solar panels).</p>
 <?php endif ?>
 <div class="chart-box"><?= $chart['svg'] ?></div>
+<p class="legend-list"><?php foreach ($chart['legend'] as [$text, $color]): ?><span><i style="background: <?= graph_h($color) ?>"></i><?= graph_h($text) ?></span><?php endforeach ?></p>
 </section>
 <?php endforeach ?>
 <?php if ($page['hidden']): ?>

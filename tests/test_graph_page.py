@@ -253,7 +253,7 @@ def test_half_hour_energy_estimated_from_e0_across_midnight(site):
         assert match.group(2) == "48"
         assert float(match.group(1)) == pytest.approx(site["truth"]["e0only"], abs=0.02)
         assert {b["class"] for b in attributes(html, "rect", "bar")} == {"bar estimated"}
-        assert "reverse" not in html.lower().split("<main>")[1].split("</svg>")[0]
+        assert "reverse" not in html.lower().split("<main")[1].split("</svg>")[0]
 
 
 def _path_vertices(d: str) -> List[Tuple[str, float, float]]:
