@@ -1220,10 +1220,11 @@ svg.chart circle.marker { fill: #fff; stroke: #222; stroke-width: 2; }
         (int) substr($day, 4, 2), (int) substr($day, 6, 2), (int) substr($day, 0, 4));
     $age = $now - $stamp;
     $stale = $age > $tile['stale_after'];
-    $shown = graph_exact($tile['value']);
+    // A reading as written; an average to 2 decimals.
+    $value = $tile['key'] === 'BR,E7' ? abs($tile['value']) : $tile['value'];
+    $shown = $tile['kind'] === 'raw' ? graph_exact($value) : rtrim(rtrim(graph_num($value, 2), '0'), '.');
     if ($tile['key'] === 'BR,E7') {    // the sign of the meter's power is the direction
         $label = $tile['value'] < 0 ? 'Exporting to the grid' : 'Importing from the grid';
-        $shown = graph_exact(abs($tile['value']));
     }
 ?>
 <div class="tile<?= $stale ? ' stale' : '' ?>" data-unit="<?= graph_h($tile_unit) ?>" data-sensor="<?= graph_h($tile_sensor) ?>" data-value="<?= graph_h(graph_exact($tile['value'])) ?>" data-time="<?= graph_h(graph_dashed($day) . ' ' . sprintf('%02d:%02d:%02d', intdiv($seconds, 3600), intdiv($seconds % 3600, 60), $seconds % 60)) ?>" data-age="<?= $age ?>">

@@ -4,13 +4,14 @@ Plain HTTP tests (requests) check the numbers, escaping and parameter checks;
 the browser test drives headless Chromium (tests/browser.py) to check what a
 user's browser does with the page: no console error, the expected series and
 points in the DOM, no request leaving 127.0.0.1, and a screenshot in
-test-artifacts/.
+$KEI_TEST_ARTIFACTS (when set) or the test's tmp dir.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.skipif(PHP is None, reason="php not found: apt-get inst
 
 DAY = datetime.date(2026, 5, 20)
 BASE = "home"
-ARTIFACTS = REPO / "test-artifacts"
 
 Reading = Tuple[datetime.datetime, str, str, float]
 
@@ -418,7 +418,7 @@ return Array.from(document.querySelectorAll('svg.chart')).map(function (svg) {
 """
 
 
-def test_the_page_in_headless_chromium(site, browser):
+def test_the_page_in_headless_chromium(site, browser, tmp_path):
     browser.clear_logs()
     url = site["url"] + "?date=20260520&base=home"
     browser.get(url)
@@ -445,7 +445,8 @@ def test_the_page_in_headless_chromium(site, browser):
     assert url in requested
     leaving = [u for u in requested if not (u.startswith(site["url"]) or u.startswith("data:"))]
     assert leaving == []
-    shot = browser.screenshot(ARTIFACTS / "graph-page.png")
+    artifacts = Path(os.environ.get("KEI_TEST_ARTIFACTS") or tmp_path)
+    shot = browser.screenshot(artifacts / "graph-page.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20000
 
