@@ -1264,7 +1264,7 @@ def encode_node_property(epc: int, value) -> bytes:
         raw = value.encode("ascii")
         if len(raw) > 12:
             raise ValueError("product code longer than 12 characters")
-        return raw.ljust(12, b" ")
+        return raw.ljust(12, b"\x00")
     if epc in _MAP_EPCS:
         return encode_property_map(value)
     if epc == 0xD3:

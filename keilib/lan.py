@@ -11,8 +11,8 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
   a new address (a DHCP change) keeps its unit id and is read there.
 * **Reading.**  Every ``cycle`` seconds each device gets one Get carrying all
   its EPCs (``epcs``, default: every property ``echonet.DEVICE_PROPERTIES``
-  knows for its class).  An answer counts only if its TID, source address and
-  object match the request.  INF/INFC notifications from a known device are
+  knows for its class; EPCs a device refuses in a Get_SNA are dropped).  An
+  answer counts only if its TID, source address and object match the request.  INF/INFC notifications from a known device are
   recorded with the time they arrive (INFC is acknowledged).
 * **Records.**  ``Record(now, unit, EPC hex, value)``: unit id per device,
   from ``units`` (keys "026B01" or "192.168.1.20/026B01") or by default the
@@ -358,6 +358,12 @@ class EchonetLanReader(Worker):
             device.silent = False
             logger.info("ECHONET Lite: %r answers again", device)
         self.health.state(device.unit, "ok")
+        refused = [prop.epc for prop in frame.properties if not prop.edt]
+        if frame.esv == el.ESV.GET_SNA and refused and len(refused) < len(device.epcs):
+            # The object lacks these (not in its Get map): stop asking for them.
+            device.epcs = tuple(epc for epc in device.epcs if epc not in refused)
+            logger.info("ECHONET Lite: %r does not have EPC %s; no longer asked",
+                        device, " ".join("%02X" % epc for epc in refused))
         self.record(device, frame)
 
     def find(self, address: str, eoj: int) -> Optional[Device]:

@@ -26,10 +26,11 @@ node passes them (``clock.now()``, so a FakeClock or ScaledClock drives them):
 
 On the wire: Get -> Get_Res (Get_SNA with PDC 0 for what the object lacks);
 SetC -> Set_Res / SetC_SNA; SetI answers only on failure; INF_REQ -> INF to
-the asker; at start the node profile announces its instances (INF D5), and
-each change of an announced property (80, and the heating state B2 or the
-battery's working status CF) is sent as an INF: to the multicast group
-224.0.23.0 (when ``multicast``) and to each address of ``inf_to``.  Replies
+the asker; at start (unless ``announce=False``) the node profile announces
+its instances (INF D5), and each change of an announced property (80, and
+the heating state B2 or the battery's working status CF) is sent as an INF:
+to the multicast group 224.0.23.0 (when ``multicast``) and to each address
+of ``inf_to``.  Replies
 go to the sender's address and port.  Malformed frames are ignored.
 """
 
@@ -321,13 +322,14 @@ class LanNode:
     """One simulated ECHONET Lite node: node profile + one device, on (address, port)."""
 
     def __init__(self, model: DeviceModel, address: str, port: int = PORT, clock: Optional[Clock] = None,
-                 multicast: bool = True, inf_to: Iterable[str] = ()) -> None:
+                 multicast: bool = True, inf_to: Iterable[str] = (), announce: bool = True) -> None:
         self.model = model
         self.address = address
         self.port = port
         self.clock = clock or SYSTEM_CLOCK
         self.multicast = multicast
         self.inf_to = list(inf_to)
+        self.announce = announce          # INF D5 at start, as a node that boots does
         self.lock = threading.Lock()
         self.sockets: List[socket.socket] = []
         self.thread: Optional[threading.Thread] = None
@@ -468,7 +470,8 @@ class LanNode:
         self.stopping.clear()
         self.thread = threading.Thread(target=self._serve, name="lan-sim-%s" % self.address, daemon=True)
         self.thread.start()
-        self.notify(self.instance_list_inf())
+        if self.announce:
+            self.notify(self.instance_list_inf())
         return self
 
     def notify(self, frame: bytes) -> None:
