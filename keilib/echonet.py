@@ -1,4 +1,5 @@
-"""ECHONET Lite frames and the low-voltage smart meter (class 0x0288) properties.
+"""ECHONET Lite frames, the low-voltage smart meter (class 0x0288) properties,
+and the LAN device classes kei reads (water heater, battery, solar).
 
 Pure codec: bytes in, typed values out (and back).  No I/O, no logging, no
 global state.  Reference: shared/docs/echonet.md (section numbers below).
@@ -73,6 +74,20 @@ never decode to numbers but to ``NoValue`` objects (``NO_DATA``,
 value" (never set) codes of the history days E5 (0xFF) and E2/E4 (0x00FF):
 they are not a number of days, and ``DailyHistory.slot_times`` gives no
 times for them.
+
+LAN device classes (section "LAN device classes" below; facts from the
+ECHONET Lite Appendix): electric water heater 0x026B (``WATER_HEATER``),
+storage battery 0x027D (``STORAGE_BATTERY``), home solar power generation
+0x0279 (``SOLAR``).  ``DEVICE_PROPERTIES[class][epc]`` is a ``PropertySpec``
+(name, size, unit, scale, valid range, codes); ``decode_device_property(eoj,
+epc, edt)`` gives numbers in their unit (W, Wh, kWh, %, L, degC; 0.001 kWh
+steps come as float kWh), overflow/underflow codes as NoValue, two-state
+properties as bool, modes as ``Code(code, name)``; ``encode_device_property``
+is its inverse; ``record_value(value)`` is the number kei records (bool 1/0,
+Code its byte, None for no number); ``DEFAULT_EPCS[class]`` lists what a
+reader asks by default.  ``decode_property`` dispatches to it by class.  The
+node profile also decodes 82 (``NodeVersion``), 83 (bytes), 8C (str) and D7
+(class list); ``encode_node_property`` builds its EDTs.
 
 Energy: ``energy_kwh(raw, coefficient, unit_code)`` computes raw x D3 x E1
 exactly (Decimal) and returns a float; ``energy_delta(prev, now, digits)`` is

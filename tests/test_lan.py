@@ -63,7 +63,8 @@ def running():
 
 
 @pytest.mark.parametrize("device", ["ecocute", "battery", "solar"])
-def test_reader_records_every_property_with_the_models_values(device, fake_clock, running):
+def test_reader_records_every_property_with_the_models_values(device, fake_clock, running, caplog):
+    caplog.set_level(logging.INFO, logger="keilib.lan")
     reader_addr, node_addr = addresses(2)
     node = running(LanNode(make_model(device), node_addr, clock=fake_clock, multicast=False))
     records = []
@@ -76,6 +77,9 @@ def test_reader_records_every_property_with_the_models_values(device, fake_clock
              message="every property of %s" % device)
     got = {r.sensor: r.value for r in records}
     assert got == expected
+    if device == "solar":      # a solar object has no 84/85: asked once, then dropped
+        assert [r.getMessage() for r in caplog.records if "no longer asked" in r.getMessage()] == [
+            "ECHONET Lite: 027901 (027901 at %s) does not have EPC 84 85; no longer asked" % node_addr]
     assert all(r.unit == unit and r.timestamp == fake_clock.now() for r in records)
     # numbers the model holds show up scaled, e.g. kWh with three decimals
     assert unit in ("026B01", "027D01", "027901")
@@ -257,3 +261,18 @@ def test_port_shared_with_other_echonet_software(fake_clock, running):
 def test_every_argument_is_validated(args, name):
     with pytest.raises(ConfigError, match="argument '%s'" % name):
         EchonetLanReader(**args)
+
+
+def test_readme_lan_example_builds_a_reader():
+    """The README's LAN config block is a valid worker_def for EchonetLanReader."""
+    from support import REPO
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## ECHONET Lite devices on the LAN"):]
+    block = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)   # noqa: S102 - our own README
+    entry = namespace["worker_def"][1]
+    assert entry["class"] is EchonetLanReader
+    reader = entry["class"](**entry["args"])                # validates every argument, no I/O
+    assert reader.nodes == ["192.168.1.20", "192.168.1.21"] and reader.discover
+    assert reader.unit_for("192.168.1.20", 0x027D01) == "battery"
