@@ -7,13 +7,16 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
   its node profile's instance list (Get D6).  With ``discover`` the same
   question goes to the multicast group 224.0.23.0, at start, every
   ``rediscover`` seconds and soon after a device falls silent; a node's own
-  INF D5 announcement (sent when it starts) is heard too.  A device found at
-  a new address (a DHCP change) keeps its unit id and is read there.
+  INF D5 announcement (sent when it starts) is heard too.  A silent device
+  found at a new address (a DHCP change) keeps its unit id and is read
+  there; a second object with the unit id of one that still answers is
+  logged once and not read (give it its own name in ``units``).
 * **Reading.**  Every ``cycle`` seconds each device gets one Get carrying all
   its EPCs (``epcs``, default: every property ``echonet.DEVICE_PROPERTIES``
   knows for its class; EPCs a device refuses in a Get_SNA are dropped).  An
-  answer counts only if its TID, source address and object match the request.  INF/INFC notifications from a known device are
-  recorded with the time they arrive (INFC is acknowledged).
+  answer counts only if its TID, source address and object match the
+  request.  INF/INFC notifications from a known device are recorded with the
+  time they arrive (INFC is acknowledged).
 * **Records.**  ``Record(now, unit, EPC hex, value)``: unit id per device,
   from ``units`` (keys "026B01" or "192.168.1.20/026B01") or by default the
   object's class and instance ("026B01"); values in the units of the
@@ -208,6 +211,7 @@ class EchonetLanReader(Worker):
         self.node_due = 0.0                           # next instance-list question
         self.node_backoff = Backoff(self.cycle, max(self.cycle, self.rediscover))
         self.discovery_due = 0.0
+        self.conflicts: set = set()                   # (unit, address) already warned about
 
     # -- sockets -----------------------------------------------------------
     def _bind(self, address: str) -> socket.socket:
@@ -399,6 +403,15 @@ class EchonetLanReader(Worker):
         unit = self.unit_for(address, eoj)
         device = self.devices.get(unit)
         if device is not None and device.address == address and device.eoj == eoj:
+            return
+        if device is not None and not device.silent:
+            # Still answering where it is: this is a second device with the
+            # same unit id (two inverters both 027901), not a move.
+            if (unit, address) not in self.conflicts:
+                self.conflicts.add((unit, address))
+                logger.warning("ECHONET Lite: %06X at %s has the unit id %r of %r, which still answers; "
+                               "not read (name it in 'units', e.g. {'%s/%06X': '...'})",
+                               eoj, address, unit, device, address, eoj)
             return
         if device is not None:
             logger.info("ECHONET Lite: %r is now at %s", device, address)

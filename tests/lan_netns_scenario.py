@@ -138,7 +138,7 @@ def main() -> int:
     finally:
         reader.stop()
     try:
-        import pychonet  # noqa: F401 - test-only dependency
+        import pychonet  # noqa: F401 - test-only dependency; on Python < 3.10 not installed
     except ImportError:
         result["pychonet"] = "not installed"
     else:

@@ -103,8 +103,7 @@ def test_configured_unit_ids_and_epcs(fake_clock, running):
 
 def test_inf_on_a_state_change_is_recorded_with_its_own_time(fake_clock, running):
     reader_addr, node_addr, other = addresses(3)
-    node = running(LanNode(make_model("battery"), node_addr, clock=fake_clock, multicast=False,
-                           inf_to=[reader_addr]))
+    running(LanNode(make_model("battery"), node_addr, clock=fake_clock, multicast=False, inf_to=[reader_addr]))
     q = queue.Queue()
     reader = running(EchonetLanReader(record_que=q, devices=[node_addr], address=reader_addr, cycle=3600,
                                       clock=fake_clock))
@@ -268,7 +267,8 @@ def test_readme_lan_example_builds_a_reader():
     from support import REPO
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text[text.index("## ECHONET Lite devices on the LAN"):]
-    block = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
+    start = section.index("```python") + len("```python")
+    block = section[start:section.index("```\n", start)]
     namespace = {}
     exec(compile(block, "README.md", "exec"), namespace)   # noqa: S102 - our own README
     entry = namespace["worker_def"][1]
@@ -276,3 +276,24 @@ def test_readme_lan_example_builds_a_reader():
     reader = entry["class"](**entry["args"])                # validates every argument, no I/O
     assert reader.nodes == ["192.168.1.20", "192.168.1.21"] and reader.discover
     assert reader.unit_for("192.168.1.20", 0x027D01) == "battery"
+
+
+def test_two_devices_with_one_unit_id_are_not_taken_for_a_move(fake_clock, running, caplog):
+    caplog.set_level(logging.INFO, logger="keilib.lan")
+    reader_addr, first, second = addresses(3)
+    running(LanNode(make_model("solar"), first, clock=fake_clock, multicast=False))
+    running(LanNode(make_model("solar"), second, clock=fake_clock, multicast=False))
+    q = queue.Queue()
+    reader = running(EchonetLanReader(record_que=q, devices=[first, second], address=reader_addr, clock=fake_clock))
+    wait_for(lambda: [r for r in caplog.records if "has the unit id" in r.getMessage()], timeout=10)
+    fake_clock.advance(60)
+    wait_for(lambda: counter(reader, "answers") == 2, timeout=10)
+    assert reader.devices["027901"].address in (first, second) and len(reader.devices) == 1
+    assert not [r for r in caplog.records if "is now at" in r.getMessage()]
+    # named apart, both are read
+    q2 = queue.Queue()
+    reader2_addr, = addresses(1)
+    running(EchonetLanReader(record_que=q2, devices=[first, second], address=reader2_addr, clock=fake_clock,
+                             units={"%s/027901" % second: "roof2"}))
+    records = []
+    wait_for(lambda: {r.unit for r in drain(q2, records)} == {"027901", "roof2"}, timeout=10)

@@ -10,10 +10,7 @@ import signal
 import socket
 import subprocess
 
-import pytest
-
 from keilib import echonet as el
-from keilib.clock import FakeClock
 from keilib.lan import EchonetLanReader
 from keilib.sim.lan import BatteryModel, EcoCuteModel, LanNode, SolarModel, make_model, start_demo_devices
 from lanaddr import addresses
