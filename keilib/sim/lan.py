@@ -530,7 +530,7 @@ class LanDemo:
 
     def reader_args(self, record_que, clock) -> dict:
         return {"record_que": record_que, "devices": list(self.addresses), "address": self.reader_address,
-                "cycle": 30, "clock": clock}
+                "cycle": 60, "clock": clock}
 
     def close(self) -> None:
         for node in self.nodes:
