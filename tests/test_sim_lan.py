@@ -136,7 +136,7 @@ def test_demo_devices_are_read_by_the_reader_with_the_given_entry(fake_clock):
             while not q.empty():
                 records.append(q.get())
             return {r.unit for r in records}
-        wait_for(lambda: units() == {"026B01", "027D01", "027901"}, timeout=10)
+        wait_for(lambda: units() == {"ecocute", "battery", "solar"}, timeout=10)
     finally:
         reader.stop()
         demo.close()

@@ -523,14 +523,16 @@ DEMO_DEVICES = (("ecocute", "127.0.0.71"), ("battery", "127.0.0.72"), ("solar", 
 class LanDemo:
     """The three demo nodes, started; ``reader_args`` configure EchonetLanReader for them."""
 
-    def __init__(self, nodes: Sequence[LanNode], reader_address: str) -> None:
+    def __init__(self, nodes: Sequence[LanNode], reader_address: str, names: Sequence[str] = ()) -> None:
         self.nodes = list(nodes)
+        self.named = dict(zip(names, self.nodes))   # 'ecocute' -> its node: unit ids in the files
         self.reader_address = reader_address
         self.addresses = [node.address for node in self.nodes]
 
     def reader_args(self, record_que, clock) -> dict:
         return {"record_que": record_que, "devices": list(self.addresses), "address": self.reader_address,
-                "cycle": 60, "clock": clock}
+                "cycle": 60, "units": {"%06X" % node.model.eoj: name for name, node in self.named.items()},
+                "clock": clock}
 
     def close(self) -> None:
         for node in self.nodes:
@@ -541,16 +543,21 @@ def start_demo_devices(clock: Clock, reader_address: str = DEMO_READER_ADDRESS,
                        devices: Sequence[Tuple[str, str]] = DEMO_DEVICES) -> LanDemo:
     """Start an EcoCute, a battery and a solar inverter on loopback addresses.
 
-    Their INF go to ``reader_address`` (where the demo's reader listens) as
-    well as to the multicast group on loopback.  OSError if an address or
-    port is taken.
+    Unicast only: their INF go to ``reader_address`` (where the demo's reader
+    listens) and nothing joins or sends to the multicast group, so a real
+    ECHONET Lite controller on the same box never sees the demo.  OSError if
+    an address's port 3610 is held exclusively.  In ``keilib.demo.config``::
+
+        lan = start_demo_devices(clock)
+        worker_def.append({"class": EchonetLanReader, "args": lan.reader_args(record_que, clock)})
     """
     nodes: List[LanNode] = []
     try:
         for device, address in devices:
-            nodes.append(LanNode(make_model(device), address, clock=clock, inf_to=[reader_address]).start())
+            nodes.append(LanNode(make_model(device), address, clock=clock, multicast=False,
+                                 inf_to=[reader_address]).start())
     except OSError:
         for node in nodes:
             node.stop()
         raise
-    return LanDemo(nodes, reader_address)
+    return LanDemo(nodes, reader_address, [device for device, _ in devices])
