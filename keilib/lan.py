@@ -45,6 +45,7 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -345,7 +346,10 @@ class EchonetLanReader(Worker):
                 self.send(el.infc_response(frame), sender)
             if device is not None:
                 self.health.count("notifications")
-                self.record(device, frame)
+                # only what the configuration reads for this class
+                wanted = self.epcs.get(el.eoj_class(device.eoj), ())
+                self.record(device, dataclasses.replace(
+                    frame, properties=tuple(p for p in frame.properties if p.epc in wanted)))
             return
         if frame.esv not in (el.ESV.GET_RES, el.ESV.GET_SNA):
             return                              # requests to us, Set answers: not ours to act on

@@ -91,14 +91,21 @@ def test_reader_records_every_property_with_the_models_values(device, fake_clock
 
 def test_configured_unit_ids_and_epcs(fake_clock, running):
     reader_addr, node_addr = addresses(2)
-    running(LanNode(make_model("battery"), node_addr, clock=fake_clock, multicast=False))
+    node = running(LanNode(make_model("battery"), node_addr, clock=fake_clock, multicast=False,
+                           inf_to=[reader_addr]))
     q = queue.Queue()
-    running(EchonetLanReader(record_que=q, devices=[node_addr], address=reader_addr,
-                             units={"%s/027D01" % node_addr: "batt"}, epcs={"027D": ["E4", "D3"]},
-                             clock=fake_clock))
+    reader = running(EchonetLanReader(record_que=q, devices=[node_addr], address=reader_addr,
+                                      units={"%s/027D01" % node_addr: "batt"}, epcs={"027D": ["E4", "D3"]},
+                                      clock=fake_clock))
     records = []
     wait_for(lambda: len(drain(q, records)) >= 2, timeout=10)
     assert sorted((r.unit, r.sensor, r.value) for r in records) == [("batt", "D3", 1500), ("batt", "E4", 50)]
+    # An INF of CF (not configured) is heard but not recorded.
+    with node.lock:
+        node.model.set(0xDA, el.Code(0x43, ""))
+    fake_clock.advance(1)
+    wait_for(lambda: counter(reader, "notifications") == 1, timeout=10)
+    assert drain(q, records) == records and len(records) == 2
 
 
 def test_inf_on_a_state_change_is_recorded_with_its_own_time(fake_clock, running):
