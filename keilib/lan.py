@@ -345,11 +345,11 @@ class EchonetLanReader(Worker):
             if frame.esv == el.ESV.INFC:
                 self.send(el.infc_response(frame), sender)
             if device is not None:
-                self.health.count("notifications")
                 # only what the configuration reads for this class
                 wanted = self.epcs.get(el.eoj_class(device.eoj), ())
                 self.record(device, dataclasses.replace(
                     frame, properties=tuple(p for p in frame.properties if p.epc in wanted)))
+                self.health.count("notifications")
             return
         if frame.esv not in (el.ESV.GET_RES, el.ESV.GET_SNA):
             return                              # requests to us, Set answers: not ours to act on
