@@ -16,7 +16,7 @@ from keilib import echonet as el
 from keilib.sim.lan import LanNode, make_model
 from lanaddr import addresses
 
-pychonet = pytest.importorskip("pychonet", reason="pychonet is a test-only dependency (requirements-dev.txt)")
+pychonet = pytest.importorskip("pychonet", reason="pychonet is not installed (requirements-dev.txt: Python >= 3.10)")
 
 from pychonet.echonetapiclient import ECHONETAPIClient  # noqa: E402
 from pychonet.ElectricWaterHeater import ElectricWaterHeater  # noqa: E402
