@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import datetime
 import queue
+import random
 import re
 import signal
 import socket
 import subprocess
 
 from keilib import echonet as el
-from keilib.lan import EchonetLanReader
-from keilib.sim.lan import BatteryModel, EcoCuteModel, LanNode, SolarModel, make_model, start_demo_devices
+from keilib.sim.lan import BatteryModel, EcoCuteModel, LanNode, SolarModel, demo_worker_defs, make_model
 from lanaddr import addresses
 from support import PYTHON, REPO, read_text, subprocess_env, wait_for
 
@@ -122,24 +122,34 @@ def test_cli_refuses_an_unknown_device():
     assert done.returncode == 2 and "fridge" in done.stderr
 
 
-def test_demo_devices_are_read_by_the_reader_with_the_given_entry(fake_clock):
-    reader_addr, *node_addrs = addresses(4)
-    demo = start_demo_devices(fake_clock, reader_address=reader_addr,
-                              devices=list(zip(("ecocute", "battery", "solar"), node_addrs)))
-    q = queue.Queue()
-    reader = EchonetLanReader(**demo.reader_args(q, fake_clock))
-    reader.start()
+def test_demo_worker_defs_run_the_devices_and_the_reader(fake_clock):
+    record_que = queue.Queue()
+    entries = demo_worker_defs(record_que, fake_clock, random.Random(7))
+    assert [entry["class"].__name__ for entry in entries] == ["LanDemoDevices", "EchonetLanReader"]
+    assert entries[1]["args"]["address"] == entries[0]["args"]["reader_address"]
+    workers = [entry["class"](**entry["args"]) for entry in entries]
+    for worker in workers:
+        worker.start()
     try:
         records = []
 
         def units():
-            while not q.empty():
-                records.append(q.get())
+            while not record_que.empty():
+                records.append(record_que.get())
             return {r.unit for r in records}
         wait_for(lambda: units() == {"ecocute", "battery", "solar"}, timeout=10)
     finally:
-        reader.stop()
-        demo.close()
+        for worker in workers:
+            worker.stop()
+    assert workers[0].demo is not None and all(not node.sockets for node in workers[0].demo.nodes)
+
+
+def test_demo_check_binds_nothing(fake_clock):
+    """Building the entries (what --check does) starts no node."""
+    entries = demo_worker_defs(queue.Queue(), fake_clock, random.Random(8))
+    device_addr = entries[0]["args"]["devices"][0][1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((device_addr, 3610))               # exclusive: fails if anything holds it
 
 
 def test_example_config_reads_simulated_devices(tmp_path):

@@ -11,6 +11,10 @@ Each simulated node is a real UDP endpoint on its own address (loopback
 
     python3 -m keilib.sim lan --device ecocute|battery|solar --address 127.0.0.N [--scale N]
 
+``--demo`` adds ``demo_worker_defs(record_que, clock)``: a ``LanDemoDevices``
+worker running the three nodes on a random loopback /24, and the
+EchonetLanReader that reads them.
+
 The models (no I/O) follow a plausible day, driven only by the wall time the
 node passes them (``clock.now()``, so a FakeClock or ScaledClock drives them):
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import random
 import select
 import socket
 import struct
@@ -48,6 +53,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from keilib import echonet as el
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import FrameError
+from keilib.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -516,12 +522,11 @@ class LanNode:
 
 # ---------------------------------------------------------------- the demo
 
-DEMO_READER_ADDRESS = "127.0.0.70"
-DEMO_DEVICES = (("ecocute", "127.0.0.71"), ("battery", "127.0.0.72"), ("solar", "127.0.0.73"))
+DEMO_DEVICE_NAMES = ("ecocute", "battery", "solar")
 
 
 class LanDemo:
-    """The three demo nodes, started; ``reader_args`` configure EchonetLanReader for them."""
+    """Started demo nodes; ``reader_args`` configure EchonetLanReader for them."""
 
     def __init__(self, nodes: Sequence[LanNode], reader_address: str, names: Sequence[str] = ()) -> None:
         self.nodes = list(nodes)
@@ -530,26 +535,28 @@ class LanDemo:
         self.addresses = [node.address for node in self.nodes]
 
     def reader_args(self, record_que, clock) -> dict:
-        return {"record_que": record_que, "devices": list(self.addresses), "address": self.reader_address,
-                "cycle": 60, "units": {"%06X" % node.model.eoj: name for name, node in self.named.items()},
-                "clock": clock}
+        return reader_args(record_que, clock, self.reader_address,
+                           [(name, node.address) for name, node in self.named.items()])
 
     def close(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
-def start_demo_devices(clock: Clock, reader_address: str = DEMO_READER_ADDRESS,
-                       devices: Sequence[Tuple[str, str]] = DEMO_DEVICES) -> LanDemo:
-    """Start an EcoCute, a battery and a solar inverter on loopback addresses.
+def reader_args(record_que, clock, reader_address: str, devices: Sequence[Tuple[str, str]]) -> dict:
+    """EchonetLanReader arguments for demo nodes ``[(name, address), ...]``."""
+    return {"record_que": record_que, "devices": [address for _, address in devices],
+            "address": reader_address, "cycle": 60,
+            "units": {"%06X" % MODELS[name].EOJ: name for name, _ in devices}, "clock": clock}
+
+
+def start_demo_devices(clock: Clock, reader_address: str, devices: Sequence[Tuple[str, str]]) -> LanDemo:
+    """Start demo nodes ``[(name, address), ...]`` (names: ecocute, battery, solar).
 
     Unicast only: their INF go to ``reader_address`` (where the demo's reader
     listens) and nothing joins or sends to the multicast group, so a real
     ECHONET Lite controller on the same box never sees the demo.  OSError if
-    an address's port 3610 is held exclusively.  In ``keilib.demo.config``::
-
-        lan = start_demo_devices(clock)
-        worker_def.append({"class": EchonetLanReader, "args": lan.reader_args(record_que, clock)})
+    an address's port 3610 is held exclusively.
     """
     nodes: List[LanNode] = []
     try:
@@ -561,3 +568,54 @@ def start_demo_devices(clock: Clock, reader_address: str = DEMO_READER_ADDRESS,
             node.stop()
         raise
     return LanDemo(nodes, reader_address, [device for device, _ in devices])
+
+
+class LanDemoDevices(Worker):
+    """``--demo``: the simulated EcoCute, battery and solar nodes, run as a worker.
+
+    A worker, so that ``kei --demo --check`` binds nothing and the launcher
+    stops the nodes at shutdown.  Build both entries with
+    ``demo_worker_defs(record_que, clock)``.
+
+    ``worker_def`` entry::
+
+        {'class': LanDemoDevices,
+         'args': {'devices': [('ecocute', '127.0.0.2'), ('battery', '127.0.0.3'), ('solar', '127.0.0.4')],
+                  'reader_address': '127.0.0.1', 'clock': clock}}
+    """
+
+    def __init__(self, devices: Sequence[Tuple[str, str]], reader_address: str,
+                 clock: Optional[Clock] = None) -> None:
+        super().__init__(clock=clock)
+        self.devices = [(str(name), str(address)) for name, address in devices]
+        self.reader_address = reader_address
+        self.demo: Optional[LanDemo] = None
+
+    def setup(self) -> None:
+        self.demo = start_demo_devices(self.clock, self.reader_address, self.devices)
+        logger.info("demo: simulated ECHONET Lite devices %s",
+                    ", ".join("%s at %s:%d" % (name, address, PORT) for name, address in self.devices))
+
+    def step(self) -> None:
+        self.wait(1.0)
+
+    def cleanup(self) -> None:
+        if self.demo is not None:
+            self.demo.close()
+
+
+def demo_worker_defs(record_que, clock, rng: Optional[random.Random] = None) -> List[dict]:
+    """The two ``worker_def`` entries ``--demo`` adds: the nodes and their reader.
+
+    Each demo takes a random 127.B.C.0/24 (B 200..254), so two demos (or a
+    demo and the tests) on one machine do not share port 3610 on an address.
+    """
+    rng = rng or random.Random()
+    base = "127.%d.%d." % (rng.randint(200, 254), rng.randint(1, 254))
+    reader_address = base + "1"
+    devices = [(name, base + str(index + 2)) for index, name in enumerate(DEMO_DEVICE_NAMES)]
+    from keilib.lan import EchonetLanReader        # production reader; the simulator only configures it
+    return [
+        {"class": LanDemoDevices, "args": {"devices": devices, "reader_address": reader_address, "clock": clock}},
+        {"class": EchonetLanReader, "args": reader_args(record_que, clock, reader_address, devices)},
+    ]
