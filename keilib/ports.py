@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import Any
+from typing import Any, Optional
 
 import serial
 
@@ -65,3 +65,18 @@ def port_in_use(port: str) -> bool:
     finally:
         os.close(fd)          # also releases the lock taken here
     return False
+
+
+def port_problem(url: Any) -> Optional[str]:
+    """Why ``url`` will surely not open now (for ``--check``), or None.
+
+    Only device paths are looked at: a URL's host may well be up later, and a
+    USB device may be plugged in after the check.
+    """
+    if not isinstance(url, str) or "://" in url:
+        return None
+    if "xxxx" in url.lower():
+        return "port %s still holds the example's placeholder (ls -l /dev/serial/by-id/ shows the real name)" % url
+    if not os.path.exists(url):
+        return "port %s does not exist (yet?): is the device plugged in? (ls -l /dev/serial/by-id/)" % url
+    return None
