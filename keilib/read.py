@@ -97,6 +97,9 @@ def ordered(values: dict, epcs: List[str]) -> list:
     3-wire meter), a property with no answer at all gives None."""
     result = []
     for epc in epcs:
-        names = [n for n in ("E8R", "E8T", "E8") if n in values] or ["E8R"] if epc == "E8" else [epc]
+        if epc == "E8":
+            names = [name for name in ("E8R", "E8T") if name in values] or ["E8R"]
+        else:
+            names = [epc]
         result.extend((name, values.get(name)) for name in names)
     return result
