@@ -212,8 +212,14 @@ def _from_config(path: str) -> Dict[str, Any]:
 
 def settings(args: argparse.Namespace, environ: Any = os.environ) -> Dict[str, Any]:
     """Merge command line > environment > config; raise ConfigError naming what is missing."""
-    config_path = args.config or ("keiconf.py" if os.path.isfile("keiconf.py") else None)
-    from_config: Dict[str, Any] = _from_config(config_path) if config_path else {}
+    from_config: Dict[str, Any] = {}
+    if args.config:
+        from_config = _from_config(args.config)
+    elif os.path.isfile("keiconf.py"):
+        try:
+            from_config = _from_config("keiconf.py")
+        except ConfigError:
+            pass     # e.g. a serial-only config here: the other sources must say it all
     chosen = {
         "port": args.port or environ.get("KEI_PORT") or from_config.get("port"),
         "device": args.device or environ.get("KEI_DEVICE") or from_config.get("device"),

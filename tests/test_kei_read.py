@@ -91,6 +91,17 @@ def test_missing_credentials_are_a_usage_error_that_names_them(tmp_path, monkeyp
     assert read.main(["--port", "x", "--device", "ips", *CREDENTIALS, "E9"]) == 2
 
 
+def test_a_keiconf_without_a_broute_reader_is_ignored_unless_named(named_module, tmp_path, monkeypatch, capsys):
+    name, _ = named_module
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keiconf.py").write_text("worker_def = []\n")
+    args = ["--port", "sim://wisun?name=" + name, "--device", "bp35c2", *CREDENTIALS]
+    assert read.main(args + ["-c", "keiconf.py"]) == 2
+    assert "keiconf.py has no BrouteReader entry" in capsys.readouterr().err
+    assert read.main(args) == 0
+    assert capsys.readouterr().out.startswith("E7:")
+
+
 def test_a_module_that_does_not_answer_exits_1_with_the_reason(tmp_path, monkeypatch, capsys):
     """A real pty with nothing behind it: the module is silent."""
     monkeypatch.chdir(tmp_path)
