@@ -165,7 +165,7 @@ def json_value(value: Any) -> Any:
 
 # -- settings ---------------------------------------------------------------
 
-def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+def add_session_arguments(parser: argparse.ArgumentParser, timeout: float = 120.0) -> None:
     parser.add_argument("--port", help="the Wi-SUN module's port or URL (env KEI_PORT; default: the "
                                        "config's BrouteReader)")
     parser.add_argument("--device", choices=sorted(DEVICES),
@@ -177,8 +177,8 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=None,
                         help="kei config to take the BrouteReader's settings from (default: ./keiconf.py "
                              "if present)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for the answers (default 120; a first scan takes minutes)")
+    parser.add_argument("--timeout", type=float, default=timeout,
+                        help="seconds to wait for the answers (default %g; scans can take minutes)" % timeout)
 
 
 def device_kind(device: SkDevice) -> str:

@@ -120,7 +120,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
         "(secrets and the meter's addresses masked) to attach to a bug report."))
     parser.add_argument("-o", "--output", help="transcript file (default: kei-probe-<date>-<time>.txt)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the session on stderr")
-    oneshot.add_session_arguments(parser)
+    # Five scans of growing duration take up to about four minutes.
+    oneshot.add_session_arguments(parser, timeout=300.0)
     return parser.parse_args(argv)
 
 
