@@ -123,3 +123,57 @@ def test_the_wrong_serial_package_is_named_too(tmp_path):
     assert result.returncode == 2
     assert "'import serial' found another package" in result.stderr
     assert "sudo apt install python3-serial" in result.stderr
+
+
+def readme_block(after: str) -> str:
+    """The first ```sh block after the line ``after`` in README.md."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("```sh\n", text.index(after)) + len("```sh\n")
+    return text[start:text.index("```", start)].strip()
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    command = readme_block("Run the whole test suite")
+    assert command == readme_block("テストの実行（CI と同じコマンド）")
+    lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[-1] == command == "bash tests/run.sh"
+
+
+def test_the_quick_start_command_runs_the_demo_from_a_fresh_clone(tmp_path):
+    """The README's first command, as written, in a fresh clone, with the
+    distribution's Python (not this test's virtual environment)."""
+    import shutil
+    import pytest
+    command = readme_block("## Quick start")
+    assert command == readme_block("### はじめかた")
+    if shutil.which("apt-get") is None or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("the Quick start command is for Debian-family systems (apt)")
+    clone = tmp_path / "kei"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=60)
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    if shutil.which("sudo") is None:       # root in a container: sudo is just "as root"
+        assert os.geteuid() == 0
+        (shims / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+        (shims / "sudo").chmod(0o755)
+    env = {"PATH": "%s:/usr/sbin:/usr/bin:/sbin:/bin" % shims, "HOME": str(tmp_path),
+           "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+    process = subprocess.Popen(["bash", "-c", command], cwd=clone, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = ""
+    try:
+        deadline = time.monotonic() + 50
+        while "  power " not in output:
+            assert time.monotonic() < deadline and process.poll() is None, output[-3000:]
+            output += process.stdout.readline()
+        os.killpg(process.pid, signal.SIGINT)
+        output += process.communicate(timeout=20)[0]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    assert process.returncode == 0, output[-3000:]
+    assert "kei DEMO: this is a SIMULATION" in output and "Graph page: http://127.0.0.1:" in output
+    assert re.search(r"^\d\d:\d\d  power [+-]\d+ W", output, re.M)
+    assert list((clone / "demo-data").glob("sum2*-demo.txt"))
