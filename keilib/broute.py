@@ -83,6 +83,7 @@ from keilib import echonet, validate
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
+from keilib.logutil import LogLimiter
 from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN
 from keilib.record import Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
@@ -355,6 +356,8 @@ class BrouteReader(Worker):
         self.backoff = 1.0
         self.notified: Deque[Tuple[int, datetime.datetime]] = deque(maxlen=16)
         self.refusals: set = set()
+        # Garbled frames and odd answers come from outside: logged rate-limited.
+        self.log_limit = LogLimiter(logger, self.clock.monotonic)
 
     # -- state machine -------------------------------------------------------
     def setup(self) -> None:
@@ -362,6 +365,7 @@ class BrouteReader(Worker):
         self.device.interrupt = self._stopping
 
     def step(self) -> None:
+        self.log_limit.flush()
         handler = {State.INIT: self.do_init, State.OPEN: self.do_open, State.SETUP: self.do_setup,
                    State.SCAN: self.do_scan, State.JOIN: self.do_join, State.POLL: self.do_poll}[self.state]
         try:
@@ -658,7 +662,8 @@ class BrouteReader(Worker):
         try:
             frame = Frame.decode(data)
         except FrameError as exc:
-            logger.warning("B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
+            self.log_limit.warning("the meter link", "malformed frames",
+                                   "B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
             return
         if frame.seoj != echonet.METER:
             if frame.esv == ESV.INF and frame.find(0xD5) is not None:
@@ -678,8 +683,9 @@ class BrouteReader(Worker):
             return
         requested = [p.epc for p in frame.properties]
         if requested != entry.group.epcs:
-            logger.warning("B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
-                           frame.tid, requested, entry.group.epcs)
+            self.log_limit.warning("the meter link", "mismatched answers",
+                                   "B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
+                                   frame.tid, requested, entry.group.epcs)
             return
         self.misses = 0
         if frame.is_failure:
@@ -712,7 +718,8 @@ class BrouteReader(Worker):
             try:
                 value = echonet.decode_meter_property(prop.epc, prop.edt)
             except FrameError as exc:
-                logger.warning("B-route: property %02X skipped: %s", prop.epc, exc)
+                self.log_limit.warning("EPC %02X" % prop.epc, "skipped properties",
+                                       "B-route: property %02X skipped: %s", prop.epc, exc)
                 continue
             self.record_value(prop.epc, value, now, notification)
 
@@ -765,7 +772,7 @@ class BrouteReader(Worker):
         try:
             record = Record(stamp, "BR", sensor, value)
         except ValueError as exc:   # out of the accepted range (keilib.record.VALUE_LIMIT)
-            logger.warning("B-route: %s not recorded: %s", sensor, exc)
+            self.log_limit.warning(sensor, "out-of-range values", "B-route: %s not recorded: %s", sensor, exc)
             return
         logger.debug("B-route: %s", record.to_raw_line())
         self.health.reading(record)
@@ -783,6 +790,7 @@ class BrouteReader(Worker):
 
     # -- shutdown ----------------------------------------------------------------
     def cleanup(self) -> None:
+        self.log_limit.flush(final=True)
         if self.state == State.POLL and self.device.is_open:
             try:
                 self.device.interrupt = None

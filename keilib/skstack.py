@@ -49,6 +49,7 @@ import serial
 from keilib import validate
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import DeviceError, DeviceGone, DeviceTimeout
+from keilib.logutil import LogLimiter
 from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, open_port
 
 logger = logging.getLogger(__name__)
@@ -422,6 +423,10 @@ class SkDevice:
         # Set by the owning worker to its stop event: every wait then ends
         # within one read timeout by raising Cancelled.
         self.interrupt: Optional[threading.Event] = None
+        # Garbled lines come from the radio and the serial line: logged
+        # rate-limited (at DEBUG, which may stay on for days), on the
+        # clock the owning worker assigns later.
+        self.log_limit = LogLimiter(logger, lambda: self.clock.monotonic())
 
     @property
     def kind(self) -> str:
@@ -470,11 +475,13 @@ class SkDevice:
         except (serial.SerialException, OSError, TypeError) as exc:
             raise DeviceGone("read from %s failed: %s" % (_port_label(self.port), exc)) from exc
         items = self.parser.feed(data) if data else self.parser.flush()
+        self.log_limit.flush()
         for item in items:
             if isinstance(item, Unknown):
                 # A garbled echo may still hold the Route-B ID or password.
-                logger.debug("<< skipped %s: %s", item.reason,
-                             self._mask(repr(item.raw[:120].decode("latin-1"))))
+                self.log_limit.message(logging.DEBUG, _port_label(self.port), "garbled lines",
+                                       "<< skipped %s: %s", item.reason,
+                                       self._mask(repr(item.raw[:120].decode("latin-1"))))
             elif isinstance(item, Text):
                 logger.debug("<< %s", self._mask(item.line))
             else:
