@@ -49,6 +49,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from keilib import __version__
 from keilib.errors import ConfigError
+from keilib.lock import LockHeld, WorkdirLock       # issue 17.7
+from keilib.logutil import install_redaction        # issue 17.5
 from keilib.worker import Worker
 
 logger = logging.getLogger("kei")
@@ -249,6 +251,9 @@ def setup_logging(workdir: str, debug: bool, stream: bool = False) -> logging.Ha
             os.path.join(workdir, "kei.log"), when="midnight", backupCount=3, encoding="utf-8")
         root.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # -- issue 17.5: no URL query, user info or secret in any log line --
+    install_redaction(handler)
+    # -- end issue 17.5 --
     root.addHandler(handler)
     return handler
 
@@ -477,6 +482,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             "the demo configuration" if args.demo else config_path,
             len(specs), ", ".join(s.cls.__name__ for s in specs)))
         return EXIT_OK
+    # -- issue 17.7: one kei per work directory (not for --check or --demo) --
+    lock = None if args.demo else WorkdirLock(workdir)
+    try:
+        if lock is not None:
+            lock.acquire()
+    except LockHeld as exc:
+        sys.stderr.write("kei: %s\n" % exc)
+        return EXIT_CONFIG
+    # -- end issue 17.7 --
     # The demo logs to the terminal, so a newcomer sees what happens.
     setup_logging(workdir, debug="DEBUG" in os.environ, stream=args.demo)
     if args.demo:
@@ -490,6 +504,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return daemon.run()
     finally:
         threading.excepthook = previous_hook
+        if lock is not None:                        # issue 17.7
+            lock.release()
 
 
 def log_thread_death(hook: Any) -> None:
