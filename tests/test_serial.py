@@ -132,6 +132,9 @@ def advance_until(clock, predicate, step: float = 1.0, timeout: float = 5.0) -> 
     (b" node_2 , t-1 ,\t-3.5e2 , a_B-9 ", Reading("node_2", "t-1", -350.0, "a_B-9")),
     (b"U,S,+.5", Reading("U", "S", 0.5, None)),
     (b"U,S,7.", Reading("U", "S", 7.0, None)),
+    (b"U,S,999999999999999", Reading("U", "S", 999999999999999, None)),      # 15 digits: the largest
+    (b"U,S,-9.99e14", Reading("U", "S", -9.99e14, None)),
+    (b"U,S,1e-300", Reading("U", "S", 1e-300, None)),
 ])
 def test_parse_line_accepts_the_format(raw, expected):
     reading = parse_line(raw)
@@ -151,6 +154,11 @@ def test_parse_line_accepts_the_format(raw, expected):
     (b"ar1,temp,inf", "not a number"),
     (b"ar1,temp,-Infinity", "not a number"),
     (b"ar1,temp,1e999", "out of range"),
+    (b"ar1,temp,1.7e308", "out of range (|value| < 1e15)"),         # two of them averaged to inf
+    (b"ar1,temp,-1e15", "out of range (|value| < 1e15)"),
+    (b"ar1,temp,1000000000000000", "out of range (|value| < 1e15)"),   # 16 digits
+    (b"ar1,temp," + b"9" * 250, "value 99999999999999999999... (250 characters) is out of range"),
+    (b"ar1,temp,0." + b"0" * 40 + b"1", "(43 characters) is out of range"),
     (b"ar1,temp,0x10", "not a number"),
     (b"ar1,temp,1_000", "not a number"),
     (b"ar1,temp,", "not a number"),
