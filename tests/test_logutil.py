@@ -245,3 +245,42 @@ def test_debug_log_never_shows_the_url_query_or_user_info(tmp_path):
     assert " - DEBUG - " in output and "urllib3" in output
     for secret in (token, password, key):
         assert secret not in output
+
+
+def test_broute_reader_limits_malformed_frame_warnings(caplog, fake_clock):
+    from keilib.broute import BrouteReader
+    from keilib.skstack import BP35C2
+    caplog.set_level(logging.WARNING, logger="keilib.broute")
+    reader = BrouteReader(BP35C2("/dev/null"), "0123456789ABCDEF0123456789ABCDEF", "PASSWORD1234",
+                          clock=fake_clock)
+    for i in range(50):                                # a garbled link: 50 broken frames
+        reader.handle_frame(bytes([0x10, 0x81, i]))
+    warnings = [r.getMessage() for r in caplog.records if "malformed ECHONET frame" in r.getMessage()]
+    assert len(warnings) == LogLimiter.BURST
+    fake_clock.advance(LogLimiter.PERIOD)
+    reader.log_limit.flush()
+    assert caplog.records[-1].getMessage().startswith(
+        "45 more malformed frames on the meter link in the last 10 minutes (last: B-route: malformed")
+
+
+def test_wisun_driver_limits_garbled_lines_at_debug(caplog, fake_clock):
+    from keilib.sim import protocol_sim
+    from keilib.sim.wisun import WisunModule
+    from keilib.skstack import BP35C2
+    caplog.set_level(logging.DEBUG, logger="keilib.skstack")
+    module = WisunModule(kind="bp35c2", latency="zero", clock=fake_clock, seed=7)
+    protocol_sim.register("logutil-garbled", module)
+    device = BP35C2("sim://wisun?name=logutil-garbled")
+    device.clock = fake_clock
+    try:
+        device.open()
+        for _ in range(30):
+            module.inject_garbage()
+        wait_for(lambda: device._read_items() is not None and device.log_limit.suppressed_total >= 25,
+                 timeout=10, message="30 garbled lines read")
+    finally:
+        device.close()
+        module.close()
+        protocol_sim.forget("logutil-garbled")
+    skipped = [r for r in caplog.records if r.getMessage().startswith("<< skipped")]
+    assert len(skipped) == LogLimiter.BURST
