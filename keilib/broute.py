@@ -316,10 +316,7 @@ class BrouteReader(Worker):
         validate.secret("broute_id", broute_id, [32], "the 32-character Route-B ID")
         validate.secret("broute_pwd", broute_pwd, range(1, 33), "the Route-B password (12 characters)")
         self.groups = parse_requests(DEFAULT_REQUESTS if requests is None else requests)
-        if isinstance(response_timeout, bool) or not isinstance(response_timeout, (int, float)) \
-                or not 0 < response_timeout <= 300:
-            raise ConfigError("argument 'response_timeout' must be seconds, more than 0 and at most 300, got %r"
-                              % (response_timeout,))
+        validate.number("response_timeout", response_timeout, 0, 300, exclusive_minimum=True)   # seconds
         validate.text("scan_cache", scan_cache, r"[^\x00]+", "a file name (relative to the work directory)")
         # Silence means trouble only when something should have come: with
         # every cycle longer than SILENCE_BEFORE_REJOIN, a quiet meter is normal.
@@ -767,7 +764,8 @@ class BrouteReader(Worker):
         if value is None:
             return
         if not is_value(value):
-            logger.info("B-route: the meter reports %s for %s; not recorded", value, sensor)
+            self.log_limit.message(logging.INFO, sensor, "'no data' values",
+                                   "B-route: the meter reports %s for %s; not recorded", value, sensor)
             return
         try:
             record = Record(stamp, "BR", sensor, value)

@@ -123,6 +123,14 @@ def a_queue(name: str, value: Any, required: bool = True) -> Any:
     return value
 
 
+def clock(name: str, value: Any) -> Any:
+    """A clock (``keilib.clock``): anything with callable ``now``, ``monotonic`` and ``wait``."""
+    if not all(callable(getattr(value, method, None)) for method in ("now", "monotonic", "wait")):
+        raise ConfigError("argument '%s' must be a clock such as keilib.clock.ScaledClock(60), got %s"
+                          % (name, _shown(value)))
+    return value
+
+
 def flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError("argument '%s' must be True or False, got %s" % (name, _shown(value)))

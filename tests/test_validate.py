@@ -76,6 +76,11 @@ def test_text_choice_queue_flag():
     assert validate.a_queue("upload_que", q) is q
     with pytest.raises(ConfigError, match="argument 'enabled' must be True or False, got 1"):
         validate.flag("enabled", 1)
+    from keilib.clock import FakeClock
+    fake = FakeClock()
+    assert validate.clock("clock", fake) is fake
+    with pytest.raises(ConfigError, match="argument 'clock' must be a clock"):
+        validate.clock("clock", 60)
 
 
 # -- kei.py --check ------------------------------------------------------------------
@@ -105,7 +110,7 @@ record_que = queue.Queue()
 device = {device}
 worker_def = [
     {{'class': BrouteReader, 'args': {{'wisundev': device, 'broute_id': {id}, 'broute_pwd': {pwd},
-                                    'requests': {requests}, 'record_que': record_que}}}},
+                                    'requests': {requests}, 'record_que': record_que{extra}}}}},
     {{'class': FileRecorder, 'args': {{'record_que': record_que}}}},
 ]
 """
@@ -116,8 +121,8 @@ def serial_config(setup="", port="'/dev/ttyUSB0'", baud="115200"):
 
 
 def broute_config(device="WiSunRL7023('/dev/ttyUSB0', 115200, type=WiSunRL7023.IPS)", id=repr(ROUTE_B_ID),
-                  pwd=repr(PASSWORD), requests="[{'epc': ['E7'], 'cycle': 10}]"):
-    return BROUTE.format(device=device, id=id, pwd=pwd, requests=requests)
+                  pwd=repr(PASSWORD), requests="[{'epc': ['E7'], 'cycle': 10}]", extra=""):
+    return BROUTE.format(device=device, id=id, pwd=pwd, requests=requests, extra=extra)
 
 
 BAD_CONFIGS = [
@@ -126,6 +131,10 @@ BAD_CONFIGS = [
      "got 'fast'"),
     ("baud_huge", serial_config(baud="10 ** 400"),
      "(SerialReader): argument 'baudrate' must be an integer from 50 to 4000000, got an integer of 401 digits"),
+    ("clock_text", serial_config().replace("'checker': checker}", "'checker': checker, 'clock': 'fast'}"),
+     "(SerialReader): argument 'clock' must be a clock such as keilib.clock.ScaledClock(60), got 'fast'"),
+    ("timeout_nan", broute_config(extra=", 'response_timeout': float('nan')"),
+     "(BrouteReader): argument 'response_timeout' must be a number above 0 and at most 300, got nan"),
     ("port_nul", serial_config(port="'/dev/tty\\x00USB0'"),
      "(SerialReader): argument 'port' must be a device path or pyserial URL string, got '/dev/tty\\x00USB0'"),
     ("outlier_nan", serial_config(setup="checker.add('u1', 'temp', float('nan'), 50, 5)"),
