@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import tty
-from pathlib import Path
 
 import pytest
 
