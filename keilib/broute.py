@@ -79,11 +79,12 @@ import queue
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from keilib import echonet
+from keilib import echonet, validate
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
-from keilib.ports import port_problem
+from keilib.logutil import LogLimiter
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, port_problem
 from keilib.record import Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
@@ -104,6 +105,7 @@ DEFAULT_REQUESTS = [
 REQUESTABLE = {"D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
 MAX_EPCS_PER_FRAME = 6          # a meter must support OPC up to 6 (AIF 2.4.4)
 
+MAX_CYCLE = 86400.0             # seconds: a request group is polled at least once a day
 SCAN_DURATIONS = (4, 5, 6, 7, 8)
 JOIN_TRIES = 3
 MISSES_BEFORE_REJOIN = 3
@@ -221,8 +223,10 @@ def parse_requests(requests: Any) -> List[RequestGroup]:
                               % (where, MAX_EPCS_PER_FRAME, len(codes)))
         if len(set(codes)) != len(codes):
             raise ConfigError("%s: EPC listed twice in %r" % (where, epcs))
-        if isinstance(cycle, bool) or not isinstance(cycle, (int, float)) or not cycle > 0:
-            raise ConfigError("%s: 'cycle' must be a positive number of seconds, got %r" % (where, cycle))
+        try:
+            validate.number("cycle", cycle, 0, MAX_CYCLE, exclusive_minimum=True)
+        except ConfigError as exc:
+            raise ConfigError("%s: %s (seconds)" % (where, exc)) from None
         groups.append(RequestGroup(codes, float(cycle)))
     # Worst case: every request retried once.
     per_hour_ms = sum(2 * (3600.0 / g.cycle) * TxBudget.airtime_ms(g.frame_len()) for g in groups)
@@ -308,24 +312,18 @@ class BrouteReader(Worker):
             if port is None:
                 raise ConfigError("argument 'wisundev' is missing (e.g. WiSunRL7023(port, 115200, "
                                   "type=WiSunRL7023.IPS))")
+            validate.text("port", port, PORT_PATTERN, "a device path or pyserial URL")
+            validate.number("baudrate", baudrate, MIN_BAUD, MAX_BAUD, integer=True)
             wisundev = WiSunRL7023(port, baudrate, type=WiSunRL7023.DSS)
         if not isinstance(wisundev, SkDevice):
             raise ConfigError("argument 'wisundev' must be a Wi-SUN device such as WiSunRL7023(...), got %r"
                               % (wisundev,))
-        if not isinstance(broute_id, str) or len(broute_id) != 32 or not broute_id.isprintable() \
-                or " " in broute_id:
-            raise ConfigError("argument 'broute_id' must be the 32-character Route-B ID (got %d characters)"
-                              % (len(broute_id) if isinstance(broute_id, str) else -1))
-        if not isinstance(broute_pwd, str) or not 1 <= len(broute_pwd) <= 32 or not broute_pwd.isprintable() \
-                or " " in broute_pwd:
-            raise ConfigError("argument 'broute_pwd' must be the Route-B password (12 characters)")
+        # Secrets: the messages say what is wrong, never the value.
+        validate.secret("broute_id", broute_id, [32], "the 32-character Route-B ID")
+        validate.secret("broute_pwd", broute_pwd, range(1, 33), "the Route-B password (12 characters)")
         self.groups = parse_requests(DEFAULT_REQUESTS if requests is None else requests)
-        if isinstance(response_timeout, bool) or not isinstance(response_timeout, (int, float)) \
-                or not 0 < response_timeout <= 300:
-            raise ConfigError("argument 'response_timeout' must be seconds, more than 0 and at most 300, got %r"
-                              % (response_timeout,))
-        if not isinstance(scan_cache, str) or not scan_cache:
-            raise ConfigError("argument 'scan_cache' must be a file name, got %r" % (scan_cache,))
+        validate.number("response_timeout", response_timeout, 0, 300, exclusive_minimum=True)   # seconds
+        validate.text("scan_cache", scan_cache, r"[^\x00]+", "a file name (relative to the work directory)")
         # Silence means trouble only when something should have come: with
         # every cycle longer than SILENCE_BEFORE_REJOIN, a quiet meter is normal.
         self.silence_limit = max(SILENCE_BEFORE_REJOIN,
@@ -363,6 +361,8 @@ class BrouteReader(Worker):
         self.refusals: set = set()
         self.port_missing_since: Optional[float] = None
         self.said_on_console = False
+        # Garbled frames and odd answers come from outside: logged rate-limited.
+        self.log_limit = LogLimiter(logger, self.clock.monotonic)
 
     @classmethod
     def config_warnings(cls, args: dict) -> list:
@@ -384,6 +384,7 @@ class BrouteReader(Worker):
         self.device.interrupt = self._stopping
 
     def step(self) -> None:
+        self.log_limit.flush()
         handler = {State.INIT: self.do_init, State.OPEN: self.do_open, State.SETUP: self.do_setup,
                    State.SCAN: self.do_scan, State.JOIN: self.do_join, State.POLL: self.do_poll}[self.state]
         try:
@@ -685,7 +686,8 @@ class BrouteReader(Worker):
         try:
             frame = Frame.decode(data)
         except FrameError as exc:
-            logger.warning("B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
+            self.log_limit.warning("the meter link", "malformed frames",
+                                   "B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
             return
         if frame.seoj != echonet.METER:
             if frame.esv == ESV.INF and frame.find(0xD5) is not None:
@@ -705,8 +707,9 @@ class BrouteReader(Worker):
             return
         requested = [p.epc for p in frame.properties]
         if requested != entry.group.epcs:
-            logger.warning("B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
-                           frame.tid, requested, entry.group.epcs)
+            self.log_limit.warning("the meter link", "mismatched answers",
+                                   "B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
+                                   frame.tid, requested, entry.group.epcs)
             return
         self.misses = 0
         if frame.is_failure:
@@ -739,7 +742,8 @@ class BrouteReader(Worker):
             try:
                 value = echonet.decode_meter_property(prop.epc, prop.edt)
             except FrameError as exc:
-                logger.warning("B-route: property %02X skipped: %s", prop.epc, exc)
+                self.log_limit.warning("EPC %02X" % prop.epc, "skipped properties",
+                                       "B-route: property %02X skipped: %s", prop.epc, exc)
                 continue
             self.record_value(prop.epc, value, now, notification)
 
@@ -787,9 +791,14 @@ class BrouteReader(Worker):
         if value is None:
             return
         if not is_value(value):
-            logger.info("B-route: the meter reports %s for %s; not recorded", value, sensor)
+            self.log_limit.message(logging.INFO, sensor, "'no data' values",
+                                   "B-route: the meter reports %s for %s; not recorded", value, sensor)
             return
-        record = Record(stamp, "BR", sensor, value)
+        try:
+            record = Record(stamp, "BR", sensor, value)
+        except ValueError as exc:   # out of the accepted range (keilib.record.VALUE_LIMIT)
+            self.log_limit.warning(sensor, "out-of-range values", "B-route: %s not recorded: %s", sensor, exc)
+            return
         logger.debug("B-route: %s", record.to_raw_line())
         self.health.reading(record)
         if self.record_que is None:
@@ -808,6 +817,7 @@ class BrouteReader(Worker):
 
     # -- shutdown ----------------------------------------------------------------
     def cleanup(self) -> None:
+        self.log_limit.flush(final=True)
         if self.state == State.POLL and self.device.is_open:
             try:
                 self.device.interrupt = None
