@@ -246,6 +246,7 @@ class MqttPublisher(Worker):
         self._connected = threading.Event()
         self._resend = threading.Event()          # set on connect and on HA's "online"
         self._read_asked = threading.Event()
+        self._stopping_client = False             # a disconnect at stop is not a loss
         self.latest: Dict[Tuple[str, str], Record] = {}
         self.sent_at: Dict[Tuple[str, str], float] = {}
         self.pending: Dict[Tuple[str, str], Record] = {}
@@ -307,6 +308,7 @@ class MqttPublisher(Worker):
             return
         try:
             if self._connected.is_set():
+                self._stopping_client = True
                 info = client.publish(self.status_topic, "offline", qos=self.qos, retain=True)
                 info.wait_for_publish(timeout=2.0)
                 client.disconnect()
@@ -331,7 +333,7 @@ class MqttPublisher(Worker):
         self._resend.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stopping_client:
             logger.warning("MQTT: connection to %s:%d lost; reconnecting", self.host, self.port)
         self._connected.clear()
 

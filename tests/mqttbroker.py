@@ -4,6 +4,7 @@ that keeps every message it sees."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 import subprocess
@@ -72,6 +73,9 @@ def broker(tmp_path) -> Iterator[Broker]:
         running.stop()
 
 
+_CLIENT_NUMBERS = itertools.count(1)   # a broker drops a client whose id connects again
+
+
 class Subscriber:
     """A paho client subscribed to ``topics``; ``messages`` lists (topic, payload, retain)."""
 
@@ -81,7 +85,7 @@ class Subscriber:
         self.lock = threading.Lock()
         self.messages: List[Tuple[str, str, bool]] = []
         self.connects = 0
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-subscriber-%d" % port)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-subscriber-%d-%d" % (port, next(_CLIENT_NUMBERS)))
         self.client.reconnect_delay_set(1, 1)
         self.topics = topics
         self.client.on_connect = self._on_connect

@@ -41,6 +41,7 @@ import queue
 from keilib.broute import BrouteReader, BP35C2
 from keilib.serial import SerialReader
 from keilib.mqtt import MqttPublisher
+from keilib.recorder import FileRecorder
 from mqtt_e2e_workers import ServedLog, simulated_meter
 
 module, clock = simulated_meter("meter", {scale}{faults})
@@ -59,6 +60,7 @@ worker_def = [
     {{'class': SerialReader,
       'args': {{'port': 'sim://sensor?units=1&sensors=2&rate=4&seed=2', 'baudrate': 115200,
                'record_que': record_que}}}},
+    {{'class': FileRecorder, 'args': {{'record_que': record_que, 'fname_base': 'e2e', 'clock': clock}}}},
     {{'class': ServedLog, 'args': {{'module': module, 'path': 'served.jsonl'}}}},
 ]
 """
@@ -129,8 +131,10 @@ def configs(sub: Subscriber) -> Dict[str, dict]:
 def meter_config_ready(sub: Subscriber) -> Dict[str, dict]:
     found = configs(sub)
     names = {c.get("state_topic", "").rsplit("/", 1)[-1] for c in found.values()}
-    return found if {"E7", "E8R", "E0", "E3", "temp", "link"} <= names and any(
-        "serial_number" in c["device"] for c in found.values()) else {}
+    # the meter's configs come at its join (named by its MAC), again once 8A/8D are read
+    return found if {"E7", "E8R", "E0", "E3", "temp", "hum", "link"} <= names and all(
+        "serial_number" in c["device"] for c in found.values()
+        if c["device"]["identifiers"][0].startswith("kei_meter_")) else {}
 
 
 def check_sensor_config(topic: str, config: dict) -> None:
