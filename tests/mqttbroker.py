@@ -81,11 +81,15 @@ class Subscriber:
 
     def __init__(self, port: int, topics: List[str]):
         import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
         self.lock = threading.Lock()
         self.messages: List[Tuple[str, str, bool]] = []
         self.connects = 0
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-subscriber-%d-%d" % (port, next(_CLIENT_NUMBERS)))
+        client_id = "test-subscriber-%d-%d" % (port, next(_CLIENT_NUMBERS))
+        try:                                    # paho-mqtt 2.x
+            from paho.mqtt.enums import CallbackAPIVersion
+            self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        except ImportError:                     # 1.6 (Debian 12): the same callbacks, fewer arguments
+            self.client = mqtt.Client(client_id=client_id)
         self.client.reconnect_delay_set(1, 1)
         self.topics = topics
         self.client.on_connect = self._on_connect
@@ -94,7 +98,7 @@ class Subscriber:
         self.client.loop_start()
         wait_for(lambda: self.connects, timeout=10, message="test subscriber connected")
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, *properties: Any) -> None:
         for topic in self.topics:
             client.subscribe(topic, qos=1)
         with self.lock:
