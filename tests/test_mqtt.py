@@ -205,3 +205,19 @@ def test_read_commands_are_rate_limited(broker, running, subscribers):
     sub.publish("kei/unit/read", "read")
     wait_for(lambda: commands.qsize() == 2, timeout=5)
     assert [commands.get_nowait(), commands.get_nowait()] == ["read", "read"]
+
+
+def readme_lines(heading: str) -> str:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(heading):]
+    return section[section.index("```python\n") + 10:section.index("\n```", section.index("```python"))]
+
+
+def test_the_readme_lines_added_to_the_example_config_are_valid(tmp_path):
+    lines = readme_lines("## Home Assistant through MQTT")
+    assert len(lines.splitlines()) == 3 and lines == readme_lines("### Home Assistant（MQTT）")
+    (tmp_path / "keiconf.py").write_text((REPO / "keiconf_broute.py").read_text() + "\n" + lines + "\n")
+    done = subprocess.run([PYTHON, str(REPO / "kei.py"), "--check"], cwd=str(tmp_path), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "MqttPublisher" in done.stdout
