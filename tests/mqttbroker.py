@@ -5,6 +5,8 @@ that keeps every message it sees."""
 from __future__ import annotations
 
 import itertools
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import pytest
 from support import wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 
 
 def free_port() -> int:
@@ -28,13 +31,18 @@ def free_port() -> int:
 class Broker:
     """mosquitto on 127.0.0.1:<port>; ``stop()`` and ``start()`` again keep the port."""
 
-    def __init__(self, directory: Path, port: Optional[int] = None):
+    def __init__(self, directory: Path, port: Optional[int] = None, extra: str = ""):
         self.directory = directory
         self.port = port or free_port()
         self.process: Optional[subprocess.Popen] = None
         self.config = directory / "mosquitto.conf"
+        # ``extra``: more settings, e.g. a password_file or a second (TLS) listener
+        # user: mosquitto started as root drops to user 'mosquitto', which cannot
+        # read the temporary files; stay the user the tests run as.
         self.config.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                               "log_dest file %s\n" % (self.port, directory / "mosquitto.log"))
+                               "user %s\nlog_dest file %s\n%s" % (
+                                   self.port, pwd.getpwuid(os.getuid()).pw_name, directory / "mosquitto.log",
+                                   extra))
 
     def start(self) -> "Broker":
         assert MOSQUITTO, "mosquitto is not installed (.ci/run installs it)"
@@ -79,7 +87,8 @@ _CLIENT_NUMBERS = itertools.count(1)   # a broker drops a client whose id connec
 class Subscriber:
     """A paho client subscribed to ``topics``; ``messages`` lists (topic, payload, retain)."""
 
-    def __init__(self, port: int, topics: List[str]):
+    def __init__(self, port: int, topics: List[str], username: Optional[str] = None,
+                 password: Optional[str] = None):
         import paho.mqtt.client as mqtt
         self.lock = threading.Lock()
         self.messages: List[Tuple[str, str, bool]] = []
@@ -91,6 +100,8 @@ class Subscriber:
         except ImportError:                     # 1.6 (Debian 12): the same callbacks, fewer arguments
             self.client = mqtt.Client(client_id=client_id)
         self.client.reconnect_delay_set(1, 1)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.topics = topics
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

@@ -10,6 +10,7 @@ import datetime
 import json
 import logging
 import queue
+import shutil
 import subprocess
 
 import pytest
@@ -18,7 +19,7 @@ from keilib.clock import FakeClock
 from keilib.errors import ConfigError
 from keilib.mqtt import MqttPublisher, default_node_id
 from keilib.record import HISTORY_DATA_ID, Record
-from mqttbroker import MOSQUITTO, Broker, Subscriber, broker, free_port  # noqa: F401 - fixture
+from mqttbroker import MOSQUITTO, MOSQUITTO_PASSWD, Broker, Subscriber, broker, free_port  # noqa: F401 - fixture
 from support import PYTHON, REPO, subprocess_env, wait_for
 
 pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is a test dependency (requirements-dev.txt)")
@@ -128,8 +129,8 @@ def running():
 def subscribers():
     made = []
 
-    def make(port: int, topics) -> Subscriber:
-        made.append(Subscriber(port, topics))
+    def make(port: int, topics, **login) -> Subscriber:
+        made.append(Subscriber(port, topics, **login))
         return made[-1]
 
     try:
@@ -221,3 +222,50 @@ def test_the_readme_lines_added_to_the_example_config_are_valid(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "MqttPublisher" in done.stdout
+
+
+def make_certificates(directory) -> dict:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl"] + list(args), cwd=str(directory), check=True, capture_output=True, timeout=30)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kei test CA")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, extra in (("server", ["-extfile", "san.ext"]), ("client", [])):
+        run("req", *key, "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=kei-" + name)
+        run("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", name + ".pem", "-days", "2", *extra)
+    return {name: str(directory / name) for name in ("ca.pem", "server.pem", "server.key", "client.pem",
+                                                     "client.key")}
+
+
+@needs_broker
+@pytest.mark.skipif(not shutil.which("openssl") or not MOSQUITTO_PASSWD, reason="openssl or mosquitto_passwd missing")
+def test_tls_with_a_client_certificate_and_a_password(tmp_path, running, subscribers, caplog):
+    caplog.set_level(logging.DEBUG)
+    files = make_certificates(tmp_path)
+    subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", str(tmp_path / "passwd"), "kei", PASSWORD], check=True,
+                   capture_output=True, timeout=10)
+    tls_port = free_port()
+    # plain listener (for the test's subscriber) + a TLS listener that requires a client certificate
+    server = Broker(tmp_path, extra="password_file %s\nallow_anonymous false\n"
+                    "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n"
+                    % (tmp_path / "passwd", tls_port, files["ca.pem"], files["server.pem"], files["server.key"]))
+    try:
+        server.start()
+        sub = subscribers(server.port, ["kei/#"], username="kei", password=PASSWORD)
+        wrong = running(tls_port, username="kei", password="wrong-Pw-4411", ca_file=files["ca.pem"],
+                        cert_file=files["client.pem"], key_file=files["client.key"], discovery_prefix=None)
+        wait_for(lambda: "refused the connection" in caplog.text, timeout=10, message="a wrong password refused")
+        assert not sub.seen("kei/unit/status")
+        wrong.close()
+        good = running(tls_port, username="kei", password=PASSWORD, ca_file=files["ca.pem"],
+                       cert_file=files["client.pem"], key_file=files["client.key"], discovery_prefix=None)
+        good.put(record("temp", 23.5))
+        wait_for(lambda: sub.last("kei/unit/C3/temp") == "23.5", timeout=10, message="a value over TLS")
+        assert sub.last("kei/unit/status") == "online"
+        assert "with TLS" in caplog.text
+    finally:
+        server.stop()
+    assert PASSWORD not in caplog.text and "wrong-Pw-4411" not in caplog.text
