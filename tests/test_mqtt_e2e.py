@@ -210,6 +210,11 @@ def test_home_assistant_discovery_states_and_clean_stop(broker, kei_runs):
     assert all(float(p) in served_kwh for _, p, _ in ha.seen(PREFIX + "/BR/E0"))
     served_r = [c["r"] for c in kei.served("E8")]
     assert all(float(p) in served_r for _, p, _ in ha.seen(PREFIX + "/BR/E8R"))
+    # the FileRecorder beside it on the same queue (the fan-out) got the same readings
+    def recorded_w():
+        raw = "".join(read_text(p) for p in kei.workdir.glob("2*-e2e.txt"))
+        return {int(line.split(",")[3]) for line in raw.splitlines() if ",BR,E7," in line}
+    wait_for(lambda: set(published_w) <= recorded_w(), timeout=10, message="the same E7 values in the raw file")
 
     # retained: a subscriber that comes later gets configs, states and status from the store
     late = kei_runs.subscribe(broker.port, ["homeassistant/#", "kei/#"])
