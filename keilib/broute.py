@@ -90,7 +90,7 @@ from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, F
 from keilib.record import Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
-from keilib.worker import Worker
+from keilib.worker import Backoff, Worker
 
 __all__ = ["BrouteReader", "WiSunRL7023", "BP35A1", "BP35C2", "BP35C0", "RSWSUHAP", "TxBudget",
            "DEFAULT_REQUESTS"]
@@ -254,9 +254,9 @@ class ScanCache:
             logger.warning("ignoring unusable scan cache %s: %s", self.path, exc)
             return None
 
-    def save(self, channel: int, pan_id: int, addr: str) -> None:
+    def save(self, channel: int, pan_id: int, addr: str, now: datetime.datetime) -> None:
         data = {"channel": channel, "pan_id": pan_id, "addr": addr,
-                "saved": datetime.datetime.now().isoformat(timespec="seconds")}
+                "saved": now.isoformat(timespec="seconds")}
         temp = self.path + ".tmp"
         try:
             with open(temp, "w", encoding="utf-8") as handle:
@@ -357,7 +357,7 @@ class BrouteReader(Worker):
         self.session_lost_at: Optional[float] = None
         self.scan_attempt = 0
         self.join_failures = 0
-        self.backoff = 1.0
+        self.backoff = Backoff(1.0, BACKOFF_MAX)
         self.notified: Deque[Tuple[int, datetime.datetime]] = deque(maxlen=16)
         self.refusals: set = set()
         # -- issue 12 (MQTT / Home Assistant): meter identity and on-demand reads --
@@ -417,9 +417,7 @@ class BrouteReader(Worker):
             raise Cancelled()
 
     def next_backoff(self) -> float:
-        delay = self.backoff
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
-        return delay
+        return self.backoff.next()
 
     def do_init(self) -> None:
         try:
@@ -479,7 +477,7 @@ class BrouteReader(Worker):
             return
         self.pan = {"channel": found.channel, "pan_id": found.pan_id, "addr": found.addr}
         self.pan_from_cache = False
-        self.cache.save(found.channel, found.pan_id, found.addr)
+        self.cache.save(found.channel, found.pan_id, found.addr, self.clock.now())
         self.transition(State.JOIN, "meter found on channel %02X, PAN %04X, LQI %02X"
                         % (found.channel, found.pan_id, found.lqi))
 
@@ -504,7 +502,7 @@ class BrouteReader(Worker):
             return
         self.join_failures = 0
         self.scan_attempt = 0
-        self.backoff = 1.0
+        self.backoff.reset()
         self.health.state("meter_mac", self.pan["addr"])     # issue 12: the meter's identity
         self.start_session()
         self.transition(State.POLL, "PANA session established")
@@ -810,10 +808,12 @@ class BrouteReader(Worker):
         for _ in range(10):
             try:
                 self.record_que.put(record, timeout=0.5)
+                self.health.count("out")
                 return
             except queue.Full:
                 if self.stopping:
                     break
+        self.health.count("dropped")
         logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
 
     # -- shutdown ----------------------------------------------------------------

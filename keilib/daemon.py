@@ -613,7 +613,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.demo:
             from keilib import demo
-            specs, instances, wiring = prepare(demo.config(workdir), "demo")
+            specs, instances, wiring = prepare(demo.config(workdir, check=args.check), "demo")
         else:
             specs, instances, wiring = prepare(load_config(config_path), os.path.basename(config_path))
     except FileNotFoundError:

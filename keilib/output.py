@@ -127,6 +127,7 @@ class SpooledOutput(Worker):
         if spool_dir is not None and not isinstance(spool_dir, (str, Path)):
             raise ConfigError("argument 'spool_dir' must be a directory path, got %r" % (spool_dir,))
         self.source = source
+        setattr(self, self.CONSUMES[0], source)   # as the config names it (a stop wakes it there)
         if isinstance(source, SpoolQueue):
             self.spool = source.spool            # the producer spools (durable hand-off)
         else:

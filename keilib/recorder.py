@@ -117,7 +117,7 @@ class AppendFiles:
 
     def _open(self, name: str, resuming: bool) -> int:
         path = os.path.join(self.directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)   # read: to check its end
         if not resuming:
             try:
                 self._cut_incomplete_tail(fd, path)

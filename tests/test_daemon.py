@@ -239,6 +239,24 @@ CONFIG_ERRORS = [
     ("bad_value", "import queue\nfrom keilib.recorder import FileRecorder\n"
                   "worker_def = [{'class': FileRecorder, 'args': {'record_que': queue.Queue(), 'fname_base': '../x'}}]\n",
      "worker_def[0] (FileRecorder): argument 'fname_base' must be 1 to 80 letters"),
+    ("record_que_as_upload_que", "import queue\nfrom keilib.recorder import FileRecorder\n"
+                                 "from keilib.uploader import HttpPostUploader\nrq = queue.Queue()\n"
+                                 "worker_def = [{'class': FileRecorder, 'args': {'record_que': rq}},\n"
+                                 "  {'class': HttpPostUploader, 'args': {'upload_que': rq, 'target_url': "
+                                 "'http://127.0.0.1:9/u.php', 'upload_key': 'k'}}]\n",
+     "one queue is worker_def[0] (FileRecorder)'s 'record_que' (readings) and worker_def[1] "
+     "(HttpPostUploader)'s 'upload_que' (upload blocks)"),
+    ("same_queue_in_and_out", "import queue\nfrom keilib.recorder import FileRecorder\nq = queue.Queue()\n"
+                              "worker_def = [{'class': FileRecorder, 'args': {'record_que': q, 'upload_que': q}}]\n",
+     "worker_def[0] (FileRecorder)'s 'record_que' (readings) and worker_def[0] (FileRecorder)'s "
+     "'upload_que' (upload blocks)"),
+    ("same_fname_base", "import queue\nfrom keilib.recorder import FileRecorder\nq = queue.Queue()\n"
+                        "worker_def = [{'class': FileRecorder, 'args': {'record_que': q, 'fname_base': 'x'}},\n"
+                        "  {'class': FileRecorder, 'args': {'record_que': queue.Queue(), 'fname_base': 'x'}}]\n",
+     "worker_def[0] (FileRecorder) and worker_def[1] (FileRecorder) both use files "),
+    ("loop_queue", "import queue\nfrom keilib.average import Averager\nq = queue.Queue()\n"
+                   "worker_def = [{'class': Averager, 'args': {'record_que': q, 'aggregate_que': q}}]\n",
+     "worker_def[0] (Averager) takes from and puts into the same queue ('record_que' and 'aggregate_que')"),
     ("orphan_queue", "import queue\nfrom fixture_workers import CountingReader\n"
                      "worker_def = [{'class': CountingReader, 'args': {'record_que': queue.Queue()}}]\n",
      "worker_def[0] (CountingReader): argument 'record_que' is a queue that no worker takes from"),
