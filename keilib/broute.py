@@ -477,6 +477,7 @@ class BrouteReader(Worker):
             return
         self.pan = {"channel": found.channel, "pan_id": found.pan_id, "addr": found.addr}
         self.pan_from_cache = False
+        self.health.gauge("lqi", found.lqi)         # issue 12: link quality, as the scan saw it
         self.cache.save(found.channel, found.pan_id, found.addr, self.clock.now())
         self.transition(State.JOIN, "meter found on channel %02X, PAN %04X, LQI %02X"
                         % (found.channel, found.pan_id, found.lqi))

@@ -15,7 +15,7 @@ kei in the same house gets its own ids with nothing to edit)::
     <p>/<node>/meter/status        online while the B-route link is up (state POLL)
     <p>/<node>/<unit>/<sensor>     the value, e.g. kei/pi/BR/E7 -> 1852  (retained)
     <p>/<node>/BR/EA/attributes    {"meter_time": "2026-12-01T17:30:00"} (EA, EB)
-    <p>/<node>/diag/<name>         diagnostics: link state, published, dropped
+    <p>/<node>/diag/<name>         diagnostics: link state, LQI at the last scan, published, dropped
     <p>/<node>/read                (subscribed) any payload: read E7 now
     <d>/sensor/<node>/<object>/config   discovery (``<d>`` = discovery_prefix)
     <d>/status                     (subscribed) "online": send discovery again
@@ -407,6 +407,8 @@ class MqttPublisher(Worker):
                         % states.get("link"))
         if states and self.discovery_prefix is not None:
             self.discover((METER_UNIT, "link"))   # identity may have come: configs follow
+            if "lqi" in states:
+                self.discover((METER_UNIT, "lqi"))
             for key in list(self.latest):
                 if key[0] == METER_UNIT:
                     self.discover(key)
@@ -415,7 +417,7 @@ class MqttPublisher(Worker):
                 del self.pending[key]
                 self.publish_record(record, now)
         if now - self.last_diag >= DIAG_INTERVAL or not self.diag_sent \
-                or (states and states.get("link") != self.diag_sent.get("link")):
+                or any(states.get(name) != self.diag_sent.get(name) for name in ("link", "lqi") if name in states):
             self.last_diag = now
             self.publish_diagnostics(states)
         if self._read_asked.is_set():
@@ -440,6 +442,8 @@ class MqttPublisher(Worker):
         values = {"published": str(counters.get("published", 0)), "dropped": str(counters.get("dropped", 0))}
         if states:
             values["link"] = states.get("link", "INIT")
+        if "lqi" in states:
+            values["lqi"] = states["lqi"]
         for name, value in values.items():
             if self.diag_sent.get(name) != value:
                 self.diag_sent[name] = value
@@ -464,10 +468,15 @@ class MqttPublisher(Worker):
             self.publish(topic, text)
 
     def meter_states(self) -> Dict[str, str]:
-        """The B-route reader's health states ('link', 'meter_mac', ...); {} without one."""
+        """The B-route reader's health states ('link', 'meter_mac', ...) and its
+        scan's LQI (as 'lqi'); {} without a reader."""
         for health in self.registry or ():
             if health.kind == "BrouteReader":
-                return dict(health.snapshot()["states"])
+                snapshot = health.snapshot()
+                states = dict(snapshot["states"])
+                if "lqi" in snapshot["gauges"]:
+                    states["lqi"] = "%d" % snapshot["gauges"]["lqi"]
+                return states
         return {}
 
     # -- discovery ------------------------------------------------------------------
@@ -519,6 +528,10 @@ class MqttPublisher(Worker):
                 object_id = "link"
                 config.update(name="B-route link", entity_category="diagnostic",
                               state_topic="%s/diag/link" % self.prefix, icon="mdi:access-point-network")
+            elif sensor == "lqi":
+                object_id = "lqi"             # 0..255, from the last active scan
+                config.update(name="Link quality (LQI)", entity_category="diagnostic", state_class="measurement",
+                              state_topic="%s/diag/lqi" % self.prefix, icon="mdi:signal")
             elif sensor in METER_ENTITIES:
                 object_id, name, device_class, unit_text, state_class, precision = METER_ENTITIES[sensor]
                 if precision is None:

@@ -132,7 +132,7 @@ def meter_config_ready(sub: Subscriber) -> Dict[str, dict]:
     found = configs(sub)
     names = {c.get("state_topic", "").rsplit("/", 1)[-1] for c in found.values()}
     # the meter's configs come at its join (named by its MAC), again once 8A/8D are read
-    return found if {"E7", "E8R", "E0", "E3", "temp", "hum", "link"} <= names and all(
+    return found if {"E7", "E8R", "E0", "E3", "temp", "hum", "link", "lqi"} <= names and all(
         "serial_number" in c["device"] for c in found.values()
         if c["device"]["identifiers"][0].startswith("kei_meter_")) else {}
 
@@ -194,6 +194,8 @@ def test_home_assistant_discovery_states_and_clean_stop(broker, kei_runs):
             ("energy", "kWh", "total_increasing")
         assert name in energy["name"].lower() and energy["suggested_display_precision"] == 1  # E1 0.1 kWh
     assert by_state[PREFIX + "/diag/link"]["entity_category"] == "diagnostic"
+    assert by_state[PREFIX + "/diag/lqi"]["entity_category"] == "diagnostic"
+    assert ha.last(PREFIX + "/diag/lqi") == str(0xE1)                   # the simulated module's LQI
     temp = by_state[PREFIX + "/unit1/temp"]
     assert (temp["device_class"], temp["unit_of_measurement"], temp["name"]) == \
         ("temperature", "°C", "Room temperature")
