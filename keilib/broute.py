@@ -87,6 +87,7 @@ from keilib import echonet
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
+from keilib.ports import port_problem
 from keilib.record import Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
@@ -117,7 +118,13 @@ TX_BLOCK_CHECK = 300.0          # ask the module (SFB) this often while sending 
 TX_BLOCK_MAX = 3900.0           # the limit is counted over an hour; then stop waiting
 FACTORS_RETRY = 30.0
 IDENTITY_CYCLE = 10 * 365 * 86400.0   # sent once per session (issue 12), never repeated
+CONSOLE_AFTER = 60.0            # a module missing this long is said on the terminal too
 BACKOFF_MAX = 60.0
+
+
+# What keiconf_broute.py ships (the simulator's credentials): a real meter
+# needs the ID and password from the power company.
+EXAMPLE_CREDENTIALS = ("00112233445566778899AABBCCDDEEFF", "0123456789AB")
 
 
 class State(enum.Enum):
@@ -370,6 +377,22 @@ class BrouteReader(Worker):
         self.command_que = command_que
         self.on_demand = RequestGroup([EPC.E7], IDENTITY_CYCLE)
         # -- end issue 12 --
+        self.port_missing_since: Optional[float] = None
+        self.said_on_console = False
+
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        device = args.get("wisundev")
+        port = getattr(device, "port", None) or args.get("port")
+        warnings = []
+        problem = port_problem(port)
+        if problem:
+            warnings.append(problem)
+        if isinstance(port, str) and not port.startswith("sim://") and \
+                (args.get("broute_id"), args.get("broute_pwd")) == EXAMPLE_CREDENTIALS:
+            warnings.append("broute_id and broute_pwd are the example's (the simulator's); a real meter "
+                            "needs the Route-B ID and password from your power company")
+        return warnings
 
     # -- state machine -------------------------------------------------------
     def setup(self) -> None:
@@ -424,9 +447,16 @@ class BrouteReader(Worker):
             self.device.open()
         except DeviceGone as exc:
             delay = self.next_backoff()
-            logger.warning("B-route: %s; trying again in %g s", exc, delay)
+            now = self.clock.monotonic()
+            if self.port_missing_since is None:
+                self.port_missing_since = now
+            console = not self.said_on_console and now - self.port_missing_since >= CONSOLE_AFTER
+            if console:
+                self.said_on_console = True   # once: a person at the terminal should know
+            logger.warning("B-route: %s; trying again in %g s", exc, delay, extra={"console": console})
             self.pause(delay)
             return
+        self.port_missing_since = None
         self.transition(State.OPEN, "port open")
 
     def do_open(self) -> None:

@@ -50,7 +50,7 @@ import serial  # pyserial (absolute import: this module is keilib.serial)
 
 from keilib.clock import Clock
 from keilib.errors import ConfigError, ProtocolError
-from keilib.ports import open_port
+from keilib.ports import open_port, port_problem
 from keilib.record import Record
 # The codec, re-exported: configs and tests written against keilib.serial keep working.
 from keilib.sensorline import LineSplitter, Reading, parse_line, show  # noqa: F401
@@ -206,6 +206,7 @@ class SerialReader(Worker):
     QUEUE_SLICE = 0.1            # real seconds per put attempt
     QUEUE_WARN_SECONDS = 5.0
     QUEUE_GIVE_UP_SECONDS = 60.0
+    CONSOLE_AFTER = 60.0         # a port missing this long is said on the terminal too
 
     def __init__(self, port: str, baudrate: int, record_que: "Optional[queue.Queue[Any]]" = None,
                  checker: Optional[Any] = None, clock: Optional[Clock] = None):
@@ -237,10 +238,16 @@ class SerialReader(Worker):
         self._reopen = Backoff(self.REOPEN_FIRST, self.REOPEN_MAX)
         self._down_since: Optional[float] = None   # monotonic time the port went away
         self._ever_opened = False
+        self._said_on_console = False
         self._queue_stuck_since: Optional[float] = None
         self._queue_warned = False
         self._queue_gave_up = False
         self._queue_dropped = 0         # in this episode
+
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        problem = port_problem(args.get("port"))
+        return [problem] if problem else []
 
     @property
     def connected(self) -> bool:
@@ -291,6 +298,11 @@ class SerialReader(Worker):
                 self._down_since = self.clock.monotonic()
                 logger.warning("port %s: cannot open (%s); retrying every %g..%g s until it appears",
                                self.port, exc, self.REOPEN_FIRST, self.REOPEN_MAX)
+            elif not self._said_on_console and self.clock.monotonic() - self._down_since >= self.CONSOLE_AFTER:
+                self._said_on_console = True      # once: a person at the terminal should know
+                logger.info("port %s: still cannot open it after %.0f s (%s); kei keeps trying",
+                               self.port, self.clock.monotonic() - self._down_since, exc,
+                               extra={"console": True})
             else:
                 logger.debug("port %s: still not there (%s)", self.port, exc)
             self.wait(self._reopen.next())

@@ -130,6 +130,12 @@ class Worker(threading.Thread):
         # (an exporter, alerts); set by the launcher before start.
         self.registry: Optional[Registry] = None
 
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        """Things in a valid config that will surely not work as meant (a
+        missing port, a placeholder left in), for ``--check`` and the start."""
+        return []
+
     # -- for subclasses -------------------------------------------------
     @property
     def stopping(self) -> bool:
