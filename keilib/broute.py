@@ -35,6 +35,10 @@ the meter's address, port 3610 and the objects 028801 -> 05FF01.  A request
 with no answer in ``response_timeout`` is sent once more, then counted as a
 miss.  D3 (coefficient), D7 (digits) and E1 (unit) are read at every join
 before any energy value is recorded; E0/E3/EA/EB are recorded in kWh.
+The meter's maker code (8A) and serial number (8D) are read once per
+session and, with its MAC, kept in health states (``meter_maker``,
+``meter_serial``, ``meter_mac``) for outputs that name the meter (MQTT).
+An optional ``command_que`` takes ``"read"`` items: one E7 Get at once.
 
 Records (unit ``BR``, data id ``x``)::
 
@@ -115,6 +119,7 @@ REAUTH_WAIT = 30.0
 TX_BLOCK_CHECK = 300.0          # ask the module (SFB) this often while sending is paused
 TX_BLOCK_MAX = 3900.0           # the limit is counted over an hour; then stop waiting
 FACTORS_RETRY = 30.0
+IDENTITY_CYCLE = 10 * 365 * 86400.0   # sent once per session (issue 12), never repeated
 CONSOLE_AFTER = 60.0            # a module missing this long is said on the terminal too
 BACKOFF_MAX = 60.0
 
@@ -306,6 +311,7 @@ class BrouteReader(Worker):
                  requests: Any = None, record_que: "Optional[queue.Queue[Any]]" = None,
                  port: Optional[str] = None, baudrate: int = 115200,
                  scan_cache: str = "scancache.json", response_timeout: float = 10.0,
+                 command_que: "Optional[queue.Queue[Any]]" = None,
                  clock: Optional[Clock] = None):
         super().__init__(clock=clock)
         if wisundev is None:
@@ -359,6 +365,16 @@ class BrouteReader(Worker):
         self.backoff = Backoff(1.0, BACKOFF_MAX)
         self.notified: Deque[Tuple[int, datetime.datetime]] = deque(maxlen=16)
         self.refusals: set = set()
+        # -- issue 12 (MQTT / Home Assistant): meter identity and on-demand reads --
+        # 8A (maker) and 8D (serial) once per session, into health states with the
+        # meter's MAC, so outputs can name the meter without the Route-B ID.
+        self.identity = RequestGroup([EPC.MAKER_CODE, EPC.SERIAL_NUMBER], IDENTITY_CYCLE)
+        # "read" items put by another worker (MqttPublisher): one E7 Get now.
+        if command_que is not None and not isinstance(command_que, queue.Queue):
+            raise ConfigError("argument 'command_que' must be a queue.Queue, got %r" % (command_que,))
+        self.command_que = command_que
+        self.on_demand = RequestGroup([EPC.E7], IDENTITY_CYCLE)
+        # -- end issue 12 --
         self.port_missing_since: Optional[float] = None
         self.said_on_console = False
         # Garbled frames and odd answers come from outside: logged rate-limited.
@@ -492,6 +508,7 @@ class BrouteReader(Worker):
             return
         self.pan = {"channel": found.channel, "pan_id": found.pan_id, "addr": found.addr}
         self.pan_from_cache = False
+        self.health.gauge("lqi", found.lqi)         # issue 12: link quality, as the scan saw it
         self.cache.save(found.channel, found.pan_id, found.addr, self.clock.now())
         self.transition(State.JOIN, "meter found on channel %02X, PAN %04X, LQI %02X"
                         % (found.channel, found.pan_id, found.lqi))
@@ -518,6 +535,7 @@ class BrouteReader(Worker):
         self.join_failures = 0
         self.scan_attempt = 0
         self.backoff.reset()
+        self.health.state("meter_mac", self.pan["addr"])     # issue 12: the meter's identity
         self.start_session()
         self.transition(State.POLL, "PANA session established")
 
@@ -531,6 +549,7 @@ class BrouteReader(Worker):
         self.coefficient = self.unit_code = self.digits = None
         # The conversion factors first, then every group from now on.
         self.factors.next_due = now
+        self.identity.next_due = now          # issue 12
         for group in self.groups:
             group.next_due = now
 
@@ -553,9 +572,25 @@ class BrouteReader(Worker):
             return
         self.expire_requests(now)
         self.send_due(now)
+        self.take_command(now)                 # issue 12
         item = self.device.receive(timeout=max(0.05, min(1.0, self.seconds_to_next(now))))
         if item is not None:
             self.handle(item)
+
+    def take_command(self, now: float) -> None:
+        """Issue 12: a "read" on ``command_que`` sends one E7 Get at once (the
+        sender rate-limits; the airtime budget still applies). Never blocks."""
+        if self.command_que is None or self.unit_code is None or self.tx_blocked:
+            return
+        try:
+            command = self.command_que.get_nowait()
+        except queue.Empty:
+            return
+        if command != "read":
+            logger.warning("B-route: unknown command %r on command_que; ignored", command)
+        elif all(o.group is not self.on_demand for o in self.outstanding.values()):
+            logger.info("B-route: reading E7 now (command)")
+            self.send_group(self.on_demand, now)
 
     def check_tx_block(self, now: float) -> None:
         """EVENT 33 can be lost (garbled line, module reset during the limit):
@@ -580,7 +615,7 @@ class BrouteReader(Worker):
         # Until D3/D7/E1 are known, energy groups wait (nothing in kWh before).
         if self.unit_code is None:
             return [self.factors]
-        return self.groups
+        return self.groups + [self.identity]       # identity: issue 12
 
     def send_due(self, now: float) -> None:
         if self.tx_blocked or self.session_lost_at is not None:
@@ -758,11 +793,17 @@ class BrouteReader(Worker):
             if self.coefficient is None:
                 self.coefficient = 1
             factors = (value.kwh, self.coefficient, self.digits)
+            # issue 12: the energy step (kWh per count) sets the display precision
+            self.health.state("energy_step", str(value.kwh * self.coefficient))
             # Logged at INFO once, and again only if the meter changes them (a
             # config may also poll D3/D7/E1 hourly, as keilog's README did).
             level = logging.DEBUG if factors == self.factors_logged else logging.INFO
             self.factors_logged = factors
             logger.log(level, "B-route: energy unit %s kWh, coefficient %s, %s digits", *factors)
+        elif epc == EPC.MAKER_CODE:                  # issue 12: the meter's identity
+            self.health.state("meter_maker", "%06X" % value)
+        elif epc == EPC.SERIAL_NUMBER:
+            self.health.state("meter_serial", value)
         elif epc == EPC.E7:
             self.put(now, "E7", value)
         elif epc == EPC.E8:
