@@ -381,3 +381,27 @@ def test_half_a_line_left_by_a_crash_is_cut_at_open(tmp_path, fake_clock, caplog
         recorder.stop(5)
     assert lines(raw) == ["2026/05/20 13:59:59,U,S,1,x", "2026/05/20 14:00:01,U,S,2,x"]
     assert "ended in an incomplete line (15 bytes" in caplog.text
+
+
+def test_a_25_minute_step_back_averages_every_repeated_reading(rig, fake_clock, caplog):
+    """NTP steps the clock back 25 minutes (less than the 20-minute margin the
+    recorder once needed to notice): the first reading after the step, and
+    every one in the repeated windows, is averaged and uploaded."""
+    record_que, upload_que, _, tmp = rig
+    fake_clock.set(D(2026, 12, 1, 15, 45, 39))
+    for minute in (40, 41):
+        record_que.put(Record(D(2026, 12, 1, 15, minute, 0), "u1", "seq", 1))
+    fake_clock.set(D(2026, 12, 1, 15, 50, 31))                  # 15:40 window written
+    wait_for(lambda: lines(tmp / "sum20261201-mylog.txt") == ["2026/12/01 15:40,u1,seq,1.0"])
+    upload_que.get(timeout=2)
+    fake_clock.set(D(2026, 12, 1, 15, 25, 31))                  # stepped back 25 minutes
+    for minute in (25, 36, 41):                                # the first one right after the step
+        record_que.put(Record(D(2026, 12, 1, 15, minute, 0), "u1", "seq", minute))
+    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 5)
+    fake_clock.set(D(2026, 12, 1, 15, 50, 31))
+    wait_for(lambda: len(lines(tmp / "sum20261201-mylog.txt")) == 4)
+    assert lines(tmp / "sum20261201-mylog.txt")[1:] == [
+        "2026/12/01 15:20,u1,seq,25.0", "2026/12/01 15:30,u1,seq,36.0", "2026/12/01 15:40,u1,seq,41.0"]
+    uploaded = "".join(upload_que.get(timeout=2)[1] for _ in range(3))
+    assert uploaded.splitlines() == lines(tmp / "sum20261201-mylog.txt")[1:]
+    assert "late reading" not in caplog.text and "the clock went back" in caplog.text
