@@ -384,24 +384,26 @@ def test_half_a_line_left_by_a_crash_is_cut_at_open(tmp_path, fake_clock, caplog
 
 
 def test_a_25_minute_step_back_averages_every_repeated_reading(rig, fake_clock, caplog):
-    """NTP steps the clock back 25 minutes (less than the 20-minute margin the
-    recorder once needed to notice): the first reading after the step, and
-    every one in the repeated windows, is averaged and uploaded."""
+    """NTP steps the clock back 25 minutes, from 15:45:39 to 15:20:39 (the
+    issue's case: the old 20-minute margin below the last written window end,
+    15:40, did not notice it): the first reading after the step, and every one
+    in the repeated windows, is averaged and uploaded."""
     record_que, upload_que, _, tmp = rig
-    fake_clock.set(D(2026, 12, 1, 15, 45, 39))
-    for minute in (40, 41):
-        record_que.put(Record(D(2026, 12, 1, 15, minute, 0), "u1", "seq", 1))
-    fake_clock.set(D(2026, 12, 1, 15, 50, 31))                  # 15:40 window written
-    wait_for(lambda: lines(tmp / "sum20261201-mylog.txt") == ["2026/12/01 15:40,u1,seq,1.0"])
-    upload_que.get(timeout=2)
-    fake_clock.set(D(2026, 12, 1, 15, 25, 31))                  # stepped back 25 minutes
-    for minute in (25, 36, 41):                                # the first one right after the step
+    fake_clock.set(D(2026, 12, 1, 15, 35, 0))
+    for minute in (31, 32):
         record_que.put(Record(D(2026, 12, 1, 15, minute, 0), "u1", "seq", minute))
-    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 5)
-    fake_clock.set(D(2026, 12, 1, 15, 50, 31))
-    wait_for(lambda: len(lines(tmp / "sum20261201-mylog.txt")) == 4)
-    assert lines(tmp / "sum20261201-mylog.txt")[1:] == [
-        "2026/12/01 15:20,u1,seq,25.0", "2026/12/01 15:30,u1,seq,36.0", "2026/12/01 15:40,u1,seq,41.0"]
-    uploaded = "".join(upload_que.get(timeout=2)[1] for _ in range(3))
+    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 2)
+    fake_clock.set(D(2026, 12, 1, 15, 45, 39))                  # the 15:30 window is written
+    wait_for(lambda: lines(tmp / "sum20261201-mylog.txt") == ["2026/12/01 15:30,u1,seq,31.5"])
+    upload_que.get(timeout=2)
+    fake_clock.set(D(2026, 12, 1, 15, 20, 39))                  # stepped back 25 minutes
+    record_que.put(Record(D(2026, 12, 1, 15, 20, 39), "u1", "seq", 20))   # the first after the step
+    record_que.put(Record(D(2026, 12, 1, 15, 33, 0), "u1", "seq", 33))
+    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 4)
+    fake_clock.set(D(2026, 12, 1, 15, 45, 39))
+    wait_for(lambda: len(lines(tmp / "sum20261201-mylog.txt")) == 3)
+    assert lines(tmp / "sum20261201-mylog.txt")[1:] == ["2026/12/01 15:20,u1,seq,20.0",
+                                                        "2026/12/01 15:30,u1,seq,33.0"]
+    uploaded = "".join(upload_que.get(timeout=2)[1] for _ in range(2))
     assert uploaded.splitlines() == lines(tmp / "sum20261201-mylog.txt")[1:]
     assert "late reading" not in caplog.text and "the clock went back" in caplog.text
