@@ -4,6 +4,8 @@
   solar array, read by the real BrouteReader through ``sim://``;
 * a simulated serial sensor receiver (2 units x 2 sensors), read by the real
   SerialReader through ``sim://``;
+* a simulated EcoCute, storage battery and solar inverter on loopback
+  addresses, read by the real EchonetLanReader over UDP port 3610;
 * FileRecorder writing into ``./demo-data/``;
 * if PHP is installed (``php`` on the PATH) and the php/ folder is beside
   keilib/: a local ``php -S`` serving the graph page, and HttpPostUploader
@@ -42,6 +44,7 @@ from keilib.clock import ScaledClock
 from keilib.recorder import FileRecorder
 from keilib.serial import SerialReader
 from keilib.sim import protocol_sim
+from keilib.sim.lan import demo_worker_defs
 from keilib.sim.meter import SmartMeter
 from keilib.sim.wisun import DEFAULT_PASSWORD, DEFAULT_ROUTE_B_ID, WisunModule
 from keilib.skstack import BP35C2
@@ -117,6 +120,11 @@ class PhpServer(Worker):
                 self.process.kill()
 
 
+# A few values of the simulated LAN devices worth a line (their every property is in the files).
+LAN_HIGHLIGHTS = ((("solar", "E0"), "solar %g W"), (("battery", "E4"), "battery %g %%"),
+                  (("ecocute", "E1"), "hot water %g L"))
+
+
 class DemoReporter(Worker):
     """Prints one line per closed 10-minute window: what was recorded, and
     whether the uploader has delivered it (read from its health)."""
@@ -155,9 +163,12 @@ class DemoReporter(Worker):
         if imported is not None:
             parts.append("energy imported %.1f kWh, exported %.1f kWh" % (imported, exported or 0))
         sensors = ["%s %s %g" % (unit, sensor, round(value, 2)) for (unit, sensor), value in sorted(means.items())
-                   if unit != "BR"]
+                   if unit.startswith("unit")]
         if sensors:
             parts.append("sensors: " + ", ".join(sensors))
+        lan = [text % round(means[key], 1) for key, text in LAN_HIGHLIGHTS if key in means]
+        if lan:
+            parts.append("LAN: " + ", ".join(lan))
         parts.append(self.upload_state())
         return "  ".join(parts)
 
@@ -218,6 +229,8 @@ def config(workdir: str, check: bool = False) -> types.SimpleNamespace:
                   "record_que": record_que, "clock": clock}},
         {"class": DemoReporter, "args": {"record_que": record_que, "uploads": use_php, "clock": clock}},
     ]
+    # An EcoCute, a battery and solar panels on the (loopback) LAN, read over ECHONET Lite.
+    worker_def += demo_worker_defs(record_que, clock)
     page = "none (%s)" % ("install php-cli to see it: sudo apt install php-cli" if not php_found else
                           "the php/ folder is not beside keilib/: run the demo from a clone of kei")
     if use_php:

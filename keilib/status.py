@@ -31,6 +31,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from keilib import __version__
+from keilib.logutil import redact
 from keilib.sdnotify import wedged_workers
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class StatusFile:
                 "state": _state_name(sup.state),
                 "wedged": sup.spec.label in wedged,
                 "restarts": snap.get("counters", {}).get("restarts", 0),
-                "last_error": snap.get("states", {}).get("last_error") or _failure(sup),
+                # an exception's text may hold a URL with a key: redacted as in the log
+                "last_error": redact(snap.get("states", {}).get("last_error") or _failure(sup) or ""),
                 "health": snap,
             })
         return {"pid": os.getpid(), "version": __version__, "started": self.started,

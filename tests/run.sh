@@ -13,8 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Needed: the suite fails without them.
-required=(php-cli python3-venv systemd mosquitto victoria-metrics influxdb prometheus postgresql)
+# Needed: the suite fails without them.  (python3-serial and python3-requests:
+# the README's Quick start, which a test runs, takes them for the system's Python;
+# tzdata: the graph page tests choose time zones.)
+required=(php-cli python3-venv python3-serial python3-requests tzdata systemd
+          mosquitto victoria-metrics influxdb prometheus postgresql)
 # Wanted: tests that need them skip, saying so, when the system has none.
 optional=(chromium chromium-driver fonts-dejavu-core)
 

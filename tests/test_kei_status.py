@@ -104,6 +104,7 @@ def test_a_worker_restarting_is_degraded_and_a_killed_daemon_is_not_running(tmp_
         assert result.returncode == 1, result.stdout
         assert "DEGRADED" in result.stdout.splitlines()[0]
         assert "problem: worker_def[1] (FailingWorker) is BACKOFF" in result.stdout
+        assert "RuntimeError: deliberate failure for the test" in result.stdout   # its last error
     finally:
         stop(proc, signal.SIGKILL)
     assert (tmp_path / status.STATUS_FILE).exists()           # no clean stop
