@@ -70,7 +70,12 @@ def test_probe_transcript_is_masked_and_replays_to_the_same_readings(kind, tmp_p
     sent = [data for _, direction, data in entries if direction == ">"]
     for command in (b"SKVER", b"SKAPPVER", b"SKINFO", b"SKSREG", b"SKSCAN", b"SKJOIN", b"SKSENDTO", b"SKTERM"):
         assert any(data.startswith(command) for data in sent), command
-    assert sum(1 for data in sent if data.startswith(b"SKSENDTO")) == 1 + len(probe.PROBE_REQUESTS)
+    # one Get per property (after D3/D7/E1), as the reader frames them
+    gets = [data for data in sent if data.startswith(b"SKSENDTO")]
+    for epc in ["D3D7E1"] + [request["epc"][0] for request in probe.PROBE_REQUESTS]:
+        opc = bytes([len(epc) // 2]) + b"".join(bytes.fromhex(epc[i:i + 2]) + b"\x00"
+                                                for i in range(0, len(epc), 2))
+        assert sum(1 for data in gets if data.endswith(b"\x62" + opc)) == 1, epc
     recorded = probe_values(text)
     assert recorded["E7"] != "U" and recorded["E0"] != "U"
 
