@@ -20,11 +20,13 @@ filled in.  Without keilog the kei column is printed alone.
    the raw file tells which arrived, once and in order.
 3. **Serial, bursts**: ``--bursts`` bursts of ``--burst-lines`` lines written
    as fast as the pty takes them, each after the daemon went quiet.
-4. **B-route idle**: a simulated RL7023 IPS (``python3 -m keilib.sim wisun``)
-   per daemon; from the first recorded E7 on, ``--idle-seconds`` of polling
-   (E7 every 10 s, E0 every 300 s): CPU share of one core, and each thread's
-   voluntary context switches (``/proc/<pid>/task/<tid>/status``), i.e. the
-   times it went to sleep and was woken, per minute.
+4. **B-route idle**: a simulated RL7023 IPS (``python3 -m keilib.sim wisun``,
+   realistic delays) per daemon, started first: keilog needs about a minute to
+   scan and join, so both join while phases 1-3 run.  Once both recorded an E7
+   and the serial phases are over, ``--idle-seconds`` of polling (E7 every
+   10 s, E0 every 300 s): CPU share of one core, and each thread's voluntary
+   context switches (``/proc/<pid>/task/<tid>/status``), i.e. the times it
+   went to sleep and was woken, per minute.
 5. **RSS** (``VmRSS``) of the serial and the B-route process at the end of
    their runs.
 
@@ -345,56 +347,68 @@ def bursts(runs: List[SerialRun], count: int, size: int) -> None:
         thread.join()
 
 
-def broute_idle(daemons: List[Daemon], idle: float, latency: str) -> Dict[str, Dict[str, object]]:
-    results: Dict[str, Dict[str, object]] = {}
-    sims, procs, workdirs = {}, {}, {}
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for daemon in daemons:
-                sim = subprocess.Popen([sys.executable, "-m", "keilib.sim", "wisun", "--kind", "ips",
-                                        "--latency", latency], cwd=str(REPO), env=env,
-                                       stdout=subprocess.PIPE, text=True)
-                sims[daemon.name] = sim
-                port = sim.stdout.readline().strip()       # type: ignore[union-attr]
-                workdir = Path(tmp) / daemon.name
-                workdir.mkdir()
-                workdirs[daemon.name] = workdir
-                procs[daemon.name] = daemon.start(workdir, BROUTE_CONFIG % {
-                    "port": port, "id": ROUTE_B_ID, "pwd": ROUTE_B_PWD})
-            joined: Dict[str, float] = {}
-            started = time.monotonic()
-            while len(joined) < len(daemons):
-                for daemon in daemons:
-                    if daemon.name not in joined and any(
-                            b",E7," in p.read_bytes() for p in workdirs[daemon.name].glob("2*-bench.txt")):
-                        joined[daemon.name] = time.monotonic() - started
-                if time.monotonic() - started > 180:
-                    raise SystemExit("no E7 within 180 s from: %s" % ", ".join(
-                        d.name for d in daemons if d.name not in joined))
-                time.sleep(0.1)
-            time.sleep(2.0)           # the join's last exchanges are over
-            before = {name: (process_cpu(p.pid), thread_stats(p.pid), time.monotonic()) for name, p in procs.items()}
-            time.sleep(idle)
-            for name, proc in procs.items():
-                cpu0, threads0, t0 = before[name]
-                after = thread_stats(proc.pid)
-                elapsed = time.monotonic() - t0
-                minutes = elapsed / 60.0
-                wakeups = [(after[tid][1] - threads0.get(tid, (0.0, 0))[1]) / minutes for tid in sorted(after)]
-                results[name] = {
-                    "first_e7_s": joined[name],
-                    "idle_cpu_pct": (process_cpu(proc.pid) - cpu0) / elapsed * 100.0,
-                    "wakeups": wakeups,        # per thread, in start order; [0] is the main thread
-                    "rss": rss_mb(proc.pid),
-                }
-        finally:
-            for name, proc in procs.items():
-                results.setdefault(name, {})["stop_s"] = stop(proc)
-            for sim in sims.values():
-                sim.terminate()
-                sim.wait(timeout=10)
-    return results
+class BrouteRun:
+    """Both daemons on their own simulated meter; started first, as joining
+    takes keilog about a minute with realistic delays (kei: 10 s), so that the
+    serial phases run meanwhile; the idle window opens once both have joined."""
+
+    def __init__(self, daemons: List[Daemon], latency: str):
+        self.daemons = daemons
+        self.tmp = tempfile.TemporaryDirectory()
+        self.sims: Dict[str, subprocess.Popen] = {}
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self.workdirs: Dict[str, Path] = {}
+        self.started = time.monotonic()
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        for daemon in daemons:
+            sim = subprocess.Popen([sys.executable, "-m", "keilib.sim", "wisun", "--kind", "ips",
+                                    "--latency", latency], cwd=str(REPO), env=env,
+                                   stdout=subprocess.PIPE, text=True)
+            self.sims[daemon.name] = sim
+            port = sim.stdout.readline().strip()       # type: ignore[union-attr]
+            workdir = Path(self.tmp.name) / daemon.name
+            workdir.mkdir()
+            self.workdirs[daemon.name] = workdir
+            self.procs[daemon.name] = daemon.start(workdir, BROUTE_CONFIG % {
+                "port": port, "id": ROUTE_B_ID, "pwd": ROUTE_B_PWD})
+
+    def measure(self, idle: float) -> Dict[str, Dict[str, object]]:
+        results: Dict[str, Dict[str, object]] = {}
+        joined: Dict[str, float] = {}
+        while len(joined) < len(self.daemons):
+            for daemon in self.daemons:
+                if daemon.name not in joined and any(
+                        b",E7," in p.read_bytes() for p in self.workdirs[daemon.name].glob("2*-bench.txt")):
+                    joined[daemon.name] = time.monotonic() - self.started
+            if time.monotonic() - self.started > 240:
+                raise SystemExit("no E7 within 240 s from: %s" % ", ".join(
+                    d.name for d in self.daemons if d.name not in joined))
+            time.sleep(0.1)
+        time.sleep(2.0)           # the join's last exchanges are over
+        before = {name: (process_cpu(p.pid), thread_stats(p.pid), time.monotonic())
+                  for name, p in self.procs.items()}
+        time.sleep(idle)
+        for name, proc in self.procs.items():
+            cpu0, threads0, t0 = before[name]
+            after = thread_stats(proc.pid)
+            elapsed = time.monotonic() - t0
+            minutes = elapsed / 60.0
+            wakeups = [(after[tid][1] - threads0.get(tid, (0.0, 0))[1]) / minutes for tid in sorted(after)]
+            results[name] = {
+                "first_e7_s": joined[name],
+                "idle_cpu_pct": (process_cpu(proc.pid) - cpu0) / elapsed * 100.0,
+                "wakeups": wakeups,        # per thread, in start order; [0] is the main thread
+                "rss": rss_mb(proc.pid),
+            }
+        return results
+
+    def close(self, results: Dict[str, Dict[str, object]]) -> None:
+        for name, proc in self.procs.items():
+            results.setdefault(name, {})["stop_s"] = stop(proc)
+        for sim in self.sims.values():
+            sim.terminate()
+            sim.wait(timeout=10)
+        self.tmp.cleanup()
 
 
 # -- report -----------------------------------------------------------------------
@@ -439,6 +453,23 @@ def main() -> int:
     names = [d.name for d in daemons]
     res: Dict[str, Dict[str, object]] = {name: {} for name in names}
 
+    broute = BrouteRun(daemons, args.latency) if "broute" in phases else None
+    broute_results: Dict[str, Dict[str, object]] = {}
+    try:
+        measure(args, phases, daemons, res)
+        if broute is not None:
+            broute_results = broute.measure(args.idle_seconds)
+    finally:
+        if broute is not None:
+            broute.close(broute_results)
+    for name, values in broute_results.items():
+        res[name].update({"br_" + key: value for key, value in values.items()})
+    report(args, names, res)
+    return 0
+
+
+def measure(args: argparse.Namespace, phases: set, daemons: List[Daemon], res: Dict[str, Dict[str, object]]) -> None:
+    """The start-up and serial phases (while the B-route daemons join)."""
     if "start" in phases:
         for daemon in daemons:
             res[daemon.name]["start_s"] = start_to_port_open(daemon, args.starts)
@@ -456,10 +487,9 @@ def main() -> int:
                     run.close()
             for run in runs:
                 res[run.daemon.name].update(run.results)
-    if "broute" in phases:
-        for name, values in broute_idle(daemons, args.idle_seconds, args.latency).items():
-            res[name].update({"br_" + key: value for key, value in values.items()})
 
+
+def report(args: argparse.Namespace, names: List[str], res: Dict[str, Dict[str, object]]) -> None:
     def get(name: str, key: str) -> Optional[float]:
         value = res.get(name, {}).get(key)
         return value if isinstance(value, (int, float)) else None
@@ -509,7 +539,6 @@ def main() -> int:
         if isinstance(values, list):
             print("%s B-route: wake-ups per minute per thread in start order (main first): %s; first E7 after %.1f s"
                   % (name, ", ".join("%.0f" % v for v in values), res[name].get("br_first_e7_s", 0.0)))
-    return 0
 
 
 if __name__ == "__main__":
