@@ -30,8 +30,8 @@ filled in.  Without keilog the kei column is printed alone.
 5. **RSS** (``VmRSS``) of the serial and the B-route process at the end of
    their runs.
 
-CPU is the process's user + system time (``/proc/<pid>/stat``) over the
-phase, per 1,000 lines the raw file received.  Threads are named by start
+CPU is the time the process's threads ran (``/proc/<pid>/task/*/schedstat``,
+in nanoseconds) over the phase, per 1,000 lines the raw file received.  Threads are named by start
 order (``/proc`` has no Python thread names): keilog starts its workers in
 ``worker_def`` order, kei consumers first; both give uploader, recorder,
 reader here.  Ratios are kei / keilog: below 1 means kei is lighter.
@@ -108,8 +108,19 @@ def _stat_cpu(path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK     # utime + stime
 
 
+def _task_cpu(pid: int, tid: int) -> float:
+    """A thread's CPU seconds: schedstat counts nanoseconds (stat: 10 ms ticks,
+    too coarse for a minute of idling)."""
+    try:
+        with open("/proc/%d/task/%d/schedstat" % (pid, tid)) as handle:
+            return int(handle.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return _stat_cpu("/proc/%d/task/%d/stat" % (pid, tid))
+
+
 def process_cpu(pid: int) -> float:
-    return _stat_cpu("/proc/%d/stat" % pid)
+    """CPU seconds of the process's live threads (they all live as long as it)."""
+    return sum(cpu for cpu, _ in thread_stats(pid).values())
 
 
 def thread_stats(pid: int) -> Dict[int, Tuple[float, int]]:
@@ -118,7 +129,7 @@ def thread_stats(pid: int) -> Dict[int, Tuple[float, int]]:
     for name in os.listdir("/proc/%d/task" % pid):
         tid = int(name)
         try:
-            cpu = _stat_cpu("/proc/%d/task/%d/stat" % (pid, tid))
+            cpu = _task_cpu(pid, tid)
             with open("/proc/%d/task/%d/status" % (pid, tid)) as handle:
                 status = handle.read()
         except OSError:
@@ -519,8 +530,9 @@ def report(args: argparse.Namespace, names: List[str], res: Dict[str, Dict[str, 
     rows.append(("RSS MB, B-route config", "%.1f", get("kei", "br_rss"), get("keilog", "br_rss")))
     rows.append(("start to port open s (serial config, median of %d)" % args.starts, "%.3f",
                  get("kei", "start_s"), get("keilog", "start_s")))
-    rows.append(("stop s (SIGTERM to exit), serial / B-route", "%.2f", get("kei", "stop_s"), get("keilog", "stop_s")))
-    rows.append(("", "%.2f", get("kei", "br_stop_s"), get("keilog", "br_stop_s")))
+    rows.append(("stop s (SIGTERM to exit), serial config", "%.2f", get("kei", "stop_s"), get("keilog", "stop_s")))
+    rows.append(("stop s (SIGTERM to exit), B-route config", "%.2f", get("kei", "br_stop_s"),
+                 get("keilog", "br_stop_s")))
 
     print()
     print("| measured here, same run | kei | keilog | kei/keilog |")
@@ -528,7 +540,7 @@ def report(args: argparse.Namespace, names: List[str], res: Dict[str, Dict[str, 
     for label, form, kei, keilog in rows:
         if kei is None and keilog is None:
             continue
-        print("| %s | %s | %s | %s |" % (label or '"', form % kei if kei is not None else "-",
+        print("| %s | %s | %s | %s |" % (label, form % kei if kei is not None else "-",
                                          form % keilog if keilog is not None else "-", ratio(kei, keilog)))
     for name in names:
         threads = res[name].get("paced_threads")
