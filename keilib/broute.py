@@ -553,9 +553,11 @@ class BrouteReader(Worker):
             self.tx_blocked = False
 
     def seconds_to_next(self, now: float) -> float:
-        """Until do_poll has work: an answer overdue, and a request due or,
-        while sending is paused, the next look at the pause's end; the
-        silence limit always."""
+        """Until do_poll has work: an answer overdue; while sending is paused
+        (EVENT 32) the next look at the pause's end, otherwise the silence
+        limit and a request due (or, with the session lost, the
+        re-authentication deadline).  Anything new that do_poll does at a
+        set time must add its due time here: the reader sleeps until then."""
         dues = [o.sent_at + self.response_timeout for o in self.outstanding.values()]
         if self.tx_blocked:
             dues.append(self.tx_check_at)
