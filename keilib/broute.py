@@ -394,6 +394,15 @@ class BrouteReader(Worker):
                             "needs the Route-B ID and password from your power company")
         return warnings
 
+    # -- stop: wake the port read at once (it may sleep until the next request) --
+    def request_stop(self) -> None:
+        super().request_stop()
+        self.device.wake()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        self.request_stop()
+        return super().stop(timeout)
+
     # -- state machine -------------------------------------------------------
     def setup(self) -> None:
         self.device.clock = self.clock
@@ -573,7 +582,11 @@ class BrouteReader(Worker):
         self.expire_requests(now)
         self.send_due(now)
         self.take_command(now)                 # issue 12
-        item = self.device.receive(timeout=max(0.05, min(1.0, self.seconds_to_next(now))))
+        # Sleep until something is due or the meter sends; a stop wakes it (stop()).
+        wait = self.seconds_to_next(now)
+        if self.command_que is not None:
+            wait = min(wait, 1.0)              # a read command is taken within a second
+        item = self.device.receive(timeout=max(0.05, wait))
         if item is not None:
             self.handle(item)
 
@@ -607,9 +620,21 @@ class BrouteReader(Worker):
             self.tx_blocked = False
 
     def seconds_to_next(self, now: float) -> float:
-        dues = [g.next_due for g in self.active_groups()]
-        dues += [o.sent_at + self.response_timeout for o in self.outstanding.values()]
-        return max(0.0, min(dues) - now) if dues else 1.0
+        """Until do_poll has work: an answer overdue; while sending is paused
+        (EVENT 32) the next look at the pause's end, otherwise the silence
+        limit and a request due (or, with the session lost, the
+        re-authentication deadline).  Anything new that do_poll does at a
+        set time must add its due time here: the reader sleeps until then."""
+        dues = [o.sent_at + self.response_timeout for o in self.outstanding.values()]
+        if self.tx_blocked:
+            dues.append(self.tx_check_at)
+        else:
+            dues.append(self.last_frame_at + self.silence_limit)
+            if self.session_lost_at is not None:
+                dues.append(self.session_lost_at + REAUTH_WAIT)
+            else:
+                dues += [g.next_due for g in self.active_groups()]
+        return max(0.0, min(dues) - now)
 
     def active_groups(self) -> List[RequestGroup]:
         # Until D3/D7/E1 are known, energy groups wait (nothing in kWh before).

@@ -421,12 +421,16 @@ class SkDevice:
         self.ascii_payload = not self.KIND.has_ropt
         self.own_address: Optional[str] = None
         # Set by the owning worker to its stop event: every wait then ends
-        # within one read timeout by raising Cancelled.
+        # within one read timeout by raising Cancelled (at once where the
+        # owner calls wake() after setting it).
         self.interrupt: Optional[threading.Event] = None
         # Garbled lines come from the radio and the serial line: logged
         # rate-limited (at DEBUG, which may stay on for days), on the
         # clock the owning worker assigns later.
         self.log_limit = LogLimiter(logger, lambda: self.clock.monotonic())
+        # wake() comes from another thread: it must not touch a port being closed.
+        self._port_lock = threading.Lock()
+        self._port_timeout: Optional[float] = None     # the port's read timeout now
 
     @property
     def kind(self) -> str:
@@ -445,6 +449,7 @@ class SkDevice:
             extra = {"exclusive": True} if is_local_device(self.port) else {}
             self.serial = open_port(self.port, baudrate=self.baud, timeout=self.READ_TIMEOUT,
                                     write_timeout=5, **extra)
+            self._port_timeout = self.READ_TIMEOUT
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DeviceGone("cannot open %s: %s" % (_port_label(self.port), exc)) from exc
         self.parser = SkParser(self.KIND.dual)
@@ -452,12 +457,25 @@ class SkDevice:
         logger.info("%s opened on %s at %d baud", self.kind, _port_label(self.port), self.baud)
 
     def close(self) -> None:
-        if self.serial is not None:
-            try:
-                self.serial.close()
-            except (serial.SerialException, OSError):
-                pass
-            self.serial = None
+        with self._port_lock:
+            if self.serial is not None:
+                try:
+                    self.serial.close()
+                except (serial.SerialException, OSError):
+                    pass
+                self.serial = None
+
+    def wake(self) -> None:
+        """End a blocked read at once; called from another thread after setting
+        ``interrupt`` (a stop).  Needs pyserial's ``cancel_read`` (a local
+        port, ``sim://``); on other ports a read ends within READ_TIMEOUT."""
+        with self._port_lock:
+            port = self.serial
+            if port is not None and hasattr(port, "cancel_read"):
+                try:
+                    port.cancel_read()
+                except (serial.SerialException, OSError, ValueError):
+                    pass
 
     def _write(self, data: bytes, shown: str) -> None:
         if self.serial is None:
@@ -468,13 +486,25 @@ class SkDevice:
         except (serial.SerialException, OSError) as exc:
             raise DeviceGone("write to %s failed: %s" % (_port_label(self.port), exc)) from exc
 
-    def _read_items(self) -> List[Item]:
+    def _read_items(self, wait: Optional[float] = None) -> List[Item]:
+        """Read what the module sent, blocking up to READ_TIMEOUT for it, or up
+        to ``wait`` real seconds where wake() can end the read early."""
         if self.interrupt is not None and self.interrupt.is_set():
             raise Cancelled()
-        if self.serial is None:
+        port = self.serial
+        if port is None:
             raise DeviceGone("port %s is not open" % _port_label(self.port))
+        timeout = self.READ_TIMEOUT
+        if wait is not None and wait > timeout and hasattr(port, "cancel_read"):
+            timeout = wait
         try:
-            data = self.serial.read(max(1, self.serial.in_waiting))
+            current = self._port_timeout
+            # Changing it reconfigures the port (tcsetattr): keep one that ends
+            # at most READ_TIMEOUT late, as the short reads always did.
+            if current is None or not timeout <= current <= timeout + self.READ_TIMEOUT:
+                port.timeout = timeout
+                self._port_timeout = timeout
+            data = port.read(max(1, port.in_waiting))
         except (serial.SerialException, OSError, TypeError) as exc:
             raise DeviceGone("read from %s failed: %s" % (_port_label(self.port), exc)) from exc
         items = self.parser.feed(data) if data else self.parser.flush()
@@ -535,10 +565,14 @@ class SkDevice:
         self.pending.extend(i for i in items if isinstance(i, (ErxUdp, Event, PanDesc)))
 
     def receive(self, timeout: float) -> Optional[Item]:
-        """The next unsolicited item (ERXUDP, EVENT, ...), or None after ``timeout``."""
+        """The next unsolicited item (ERXUDP, EVENT, ...), or None after ``timeout``.
+
+        Sleeps until bytes arrive or the time is up (one wake-up, not one per
+        READ_TIMEOUT) where the port lets wake() end the read for a stop."""
         deadline = self.clock.monotonic() + timeout
         while not self.pending:
-            for item in self._read_items():
+            left = self.clock.to_real(deadline - self.clock.monotonic())
+            for item in self._read_items(wait=left):
                 if isinstance(item, (ErxUdp, Event, PanDesc)):
                     self.pending.append(item)
             if self.pending or self.clock.monotonic() >= deadline:

@@ -309,7 +309,7 @@ def test_transmission_limit_pauses_sending_without_misses_or_rejoin(rigs, caplog
     caplog.set_level(logging.INFO, logger="keilib")
     rig = rigs(kind="bp35c2", response_timeout=1.0).start()
     before = _polling(rig)
-    rig.module.delay_next_reply(seconds=40.0, count=4)   # requests are in flight when the limit hits
+    rig.module.delay_next_reply(seconds=40.0, count=2)   # the E7+E8 and E0+E3 Gets in flight when the limit hits
     time.sleep(0.5)
     rig.module.restrict_tx(seconds=30.0)           # 6 s real at x5: several cycles and timeouts
     wait_for(lambda: "EVENT 32" in caplog.text, timeout=5)

@@ -174,6 +174,7 @@ class Serial(SerialBase):
     def __init__(self, *args: Any, **kwargs: Any):
         self._cond = threading.Condition()
         self._rx = bytearray()
+        self._cancelled = False        # cancel_read() was called: the current read returns
         self._device: Any = None
         self._name: Optional[str] = None
         self._generation = 0
@@ -252,8 +253,9 @@ class Serial(SerialBase):
             self._rx += data
             self._cond.notify_all()
 
-    def _wake(self) -> None:
+    def _wake(self, cancel: bool = False) -> None:
         with self._cond:
+            self._cancelled = self._cancelled or cancel
             self._cond.notify_all()
 
     @property
@@ -267,12 +269,13 @@ class Serial(SerialBase):
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         with self._cond:
             while len(self._rx) < size:
-                if not self.is_open or not self._alive():
+                if not self.is_open or not self._alive() or self._cancelled:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            self._cancelled = False       # cancel_read ends one read, as pyserial's does
             data = bytes(self._rx[:size])
             del self._rx[:size]
         if not data:
@@ -295,7 +298,7 @@ class Serial(SerialBase):
         self._check()
 
     def cancel_read(self) -> None:
-        self._wake()
+        self._wake(cancel=True)
 
     @property
     def out_waiting(self) -> int:
