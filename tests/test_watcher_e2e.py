@@ -1,0 +1,94 @@
+"""The Watcher in a real kei.py process: a simulated serial sensor
+(sim://sensor), a FileRecorder and a Watcher on the same queue (the
+launcher's fan-out), a threshold that the sensor's seeded values cross and
+cross back, and a real webhook receiver that gets the alert and its clear."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+from alertservers import WebhookReceiver
+from keilib.clock import FakeClock
+from keilib.sim.sensor import SensorNode
+from support import PYTHON, REPO, read_text, subprocess_env, wait_for
+
+HYSTERESIS = 0.1
+SECRET = "WeBhOoKtOkEn77"
+
+CONFIG = """\
+import queue
+from keilib.recorder import FileRecorder
+from keilib.serial import SerialReader
+from keilib.watcher import Watcher
+
+record_que = queue.Queue(1000)
+worker_def = [
+    {{'class': SerialReader,
+      'args': {{'port': 'sim://sensor?units=1&sensors=1&rate=20&seed={seed}', 'baudrate': 115200,
+               'record_que': record_que}}}},
+    {{'class': FileRecorder, 'args': {{'record_que': record_que, 'fname_base': 'watch'}}}},
+    {{'class': Watcher,
+      'args': {{'record_que': record_que,
+               'rules': [{{'alert': 'threshold', 'sensor': 'unit1/temp', 'above': {limit!r},
+                          'hysteresis': {hysteresis!r}, 'name': 'room warm'}}],
+               'webhook_url': '{url}'}}}},
+]
+"""
+
+
+def plan():
+    """A seed and a limit that the simulator's temperatures cross upwards and
+    then fall below by more than the hysteresis, early in the run: (seed,
+    limit, values).  The simulator is seeded, so this is the same every run."""
+    best = None
+    for seed in range(1, 40):
+        node = SensorNode(units=1, sensors=1, seed=seed, clock=FakeClock())
+        try:
+            values = [node._next_reading().value for _ in range(300)]
+        finally:
+            node.close()
+        top = max(values[5:60])
+        peak = values.index(top)
+        limit = round(top - 0.005, 3)
+        fall = next((i for i in range(peak, len(values)) if values[i] < limit - HYSTERESIS), None)
+        if fall is not None and (best is None or fall < best[3]):
+            best = (seed, limit, values, fall)
+    assert best is not None
+    return best[:3]
+
+
+def test_threshold_alert_reaches_the_webhook_and_clears(tmp_path: Path):
+    seed, limit, values = plan()
+    receiver = WebhookReceiver()
+    url = receiver.url("/hook?token=%s" % SECRET)
+    (tmp_path / "keiconf.py").write_text(CONFIG.format(seed=seed, limit=limit, hysteresis=HYSTERESIS, url=url))
+    output = open(tmp_path / "output.txt", "w")
+    process = subprocess.Popen([PYTHON, str(REPO / "kei.py")], cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                               stdout=output, stderr=subprocess.STDOUT, env=subprocess_env())
+    try:
+        wait_for(lambda: receiver.count() >= 2 or process.poll() is not None, timeout=40,
+                 interval=0.1, message="the alert and its clear at the webhook")
+        assert process.poll() is None, read_text(tmp_path / "output.txt")
+        start, clear = receiver.bodies()[:2]
+        assert start["event"] == "start" and start["rule"] == "room warm"
+        assert start["value"] > limit and start["value"] in values
+        assert start["text"] == "kei ALERT: room warm: unit1/temp = %s is above %s" % (start["value"], limit)
+        assert clear["event"] == "clear" and clear["value"] < limit - HYSTERESIS
+        assert clear["since"] == start["since"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        log = read_text(tmp_path / "kei.log")
+        assert "kei ALERT: room warm" in log and "kei CLEARED: room warm" in log
+        assert "fan-out" in log and "Watcher" in log
+        assert SECRET not in log + read_text(tmp_path / "output.txt")
+        # the recorder saw the same readings beside the watcher
+        raw = "".join(p.read_text() for p in tmp_path.glob("*-watch.txt"))
+        assert ",unit1,temp,%s," % start["value"] in raw
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        output.close()
+        receiver.close()
