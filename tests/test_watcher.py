@@ -13,6 +13,7 @@ from keilib.errors import ConfigError
 from keilib.health import Health, Registry
 from keilib.record import HISTORY_DATA_ID, Record
 from keilib.watcher import Watcher
+from support import wait_for
 
 
 def make(rules, remind=3600, **args):
@@ -212,15 +213,13 @@ def test_runs_as_a_thread_on_the_fake_clock():
     watcher.start()
     try:
         records.put(Record(clock.now(), "u", "p", 11))
-        from support import wait_for
         wait_for(lambda: watcher.health.counters.get("in") == 1, message="the reading taken")
         assert list(watcher.history) == []
-        for _ in range(20):
-            clock.advance(5)
-            if watcher.history:
-                break
-            wait_for(lambda: True)
-        wait_for(lambda: len(watcher.history) == 1, message="the alert")
+        def alerted():
+            clock.advance(5)            # the watcher looks every 5 s of the fake clock
+            return watcher.history
+        wait_for(alerted, message="the alert")
+        assert clock.monotonic() - 1000 >= 60
         assert watcher.history[0].event == "start"
     finally:
         assert watcher.stop(5)
@@ -271,3 +270,36 @@ def test_bad_arguments_are_config_errors(args, message):
     with pytest.raises(ConfigError) as caught:
         Watcher(**full)
     assert message in str(caught.value)
+
+
+def _check(tmp_path, config, hide_paho):
+    import subprocess
+    from support import PYTHON, REPO, subprocess_env
+    (tmp_path / "keiconf.py").write_text("import queue\nfrom keilib.watcher import Watcher\nq = queue.Queue()\n"
+                                        + config)
+    env = subprocess_env()
+    if hide_paho:        # a 'paho' package that cannot be imported stands for one not installed
+        hidden = tmp_path / "hide" / "paho"
+        hidden.mkdir(parents=True, exist_ok=True)
+        (hidden / "__init__.py").write_text("raise ImportError('No module named paho (hidden by the test)')\n")
+        env["PYTHONPATH"] = str(tmp_path / "hide") + ":" + env["PYTHONPATH"]
+    return subprocess.run([PYTHON, str(REPO / "kei.py"), "--check"], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_check_paho_needed_only_for_the_mqtt_channel(tmp_path):
+    plain = "worker_def = [{'class': Watcher, 'args': {'record_que': q, 'rules': [{'alert': 'link_down', 'for': 60}]}}]\n"
+    done = _check(tmp_path, plain, hide_paho=True)
+    assert done.returncode == 0, done.stderr
+    with_mqtt = plain.replace("}]}}]", "}], 'mqtt': {'host': 'broker'}}}]")
+    done = _check(tmp_path, with_mqtt, hide_paho=True)
+    assert done.returncode == 2
+    assert "worker_def[0] (Watcher): argument 'mqtt' needs the Python package paho-mqtt" in done.stderr
+    assert "pip install 'kei[mqtt]'" in done.stderr and "sudo apt install python3-paho-mqtt" in done.stderr
+
+
+def test_check_names_the_entry_and_the_rule(tmp_path):
+    done = _check(tmp_path, "worker_def = [{'class': Watcher, 'args': {'record_que': q, 'rules': "
+                            "[{'alert': 'silent', 'sensor': 'BR/E7', 'for': 'ten minutes'}]}}]\n", hide_paho=False)
+    assert done.returncode == 2
+    assert "worker_def[0] (Watcher): argument 'rules[0]['for']' must be a number from 1" in done.stderr
