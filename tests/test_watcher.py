@@ -303,3 +303,21 @@ def test_check_names_the_entry_and_the_rule(tmp_path):
                             "[{'alert': 'silent', 'sensor': 'BR/E7', 'for': 'ten minutes'}]}}]\n", hide_paho=False)
     assert done.returncode == 2
     assert "worker_def[0] (Watcher): argument 'rules[0]['for']' must be a number from 1" in done.stderr
+
+
+@pytest.mark.parametrize("heading", ["## Alerts", "### アラート（通知）"])
+def test_readme_example_config_builds(heading):
+    """The README's example (English and Japanese) is a valid Watcher."""
+    pytest.importorskip("paho.mqtt.client", reason="the example has the MQTT channel (requirements-dev.txt)")
+    import re
+    from support import REPO
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(heading + "\n"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    space = {"record_que": queue.Queue(), "worker_def": []}
+    exec(compile(code, "README.md", "exec"), space)
+    entry = space["worker_def"][0]
+    watcher = entry["class"](**entry["args"])
+    assert [r.kind for r in watcher.rules] == ["threshold", "threshold", "silent", "link_down",
+                                                "spool_stale", "restart_loop"]
+    assert [c.kind for c in watcher.channels] == ["webhook", "mail", "mqtt"]
