@@ -44,7 +44,8 @@ Each channel but the log has a small outbox and its own sender thread, so a
 slow or dead server never holds up the rules; a failed send is retried with
 back-off (``keilib.worker.Backoff``) until it goes through, so a message is
 delivered once, late rather than never (an outbox keeps the newest
-``OUTBOX_SIZE`` messages).  Passwords, the webhook URL's path and query and
+``OUTBOX_SIZE`` messages; what is still in an outbox when kei stops is
+logged as not sent).  Passwords, the webhook URL's path and query and
 its headers are never logged: a channel is named by scheme and host only.
 
 Webhook (``webhook_url``): an HTTP POST.  ``webhook_format='json'`` (default)
@@ -55,7 +56,7 @@ sends ``application/json``::
      "event": "start",                         # start | reminder | clear
      "rule": "power high", "alert": "threshold", "subject": "BR/E7",
      "detail": "BR/E7 = 5230 is above 5000 (for 2 min)",
-     "value": 5230,                            # threshold rules; null otherwise
+     "value": 5230,                            # threshold rules; null for the others
      "since": "2026-12-01T17:45:00",           # when the condition started (local time)
      "time": "2026-12-01T17:47:00",            # this message (local time)
      "host": "raspberrypi"}
@@ -323,6 +324,7 @@ class RestartLoopRule(Rule):
         self.worker = self.worker_filter(spec)
         self.seen: Dict[str, int] = {}                              # restarts counter last seen
         self.times: Dict[str, collections.deque] = {}               # monotonic times of restarts
+        self.looping: set = set()                                   # workers alerted on
 
     def default_name(self, spec: Mapping[str, Any]) -> str:
         return "worker restarting in a loop"
@@ -342,11 +344,15 @@ class RestartLoopRule(Rule):
                 times.popleft()
             recent = len(times)
             if recent >= self.count:
+                self.looping.add(name)
+            elif recent == 0:
+                self.looping.discard(name)
+            # in between: unchanged (it clears only after a whole quiet window)
+            if name in self.looping:
                 result[name] = (True, "%s restarted %d times in %s" % (name, recent, _duration(self.within)),
                                 None)
-            elif recent == 0:
+            else:
                 result[name] = (False, "%s: no restart in %s" % (name, _duration(self.within)), None)
-            # in between: unchanged (it clears only after a whole quiet window)
         return result
 
 
@@ -452,8 +458,10 @@ class Channel:
         with self.lock:
             return len(self.outbox)
 
-    def start(self, clock: Clock, health: Any, limiter: LogLimiter) -> None:
+    def start(self, clock: Clock, health: Any) -> None:
         self.stop_event.clear()
+        # its own limiter: a LogLimiter is not shared between threads
+        limiter = LogLimiter(logger, clock.monotonic)
         self.thread = threading.Thread(target=self._run, args=(clock, health, limiter),
                                        name="alerts-%s" % self.kind, daemon=True)
         self.thread.start()
@@ -485,6 +493,7 @@ class Channel:
                                 self.describe(), self.clean(exc), delay)
                 if clock.wait(self.stop_event, delay):
                     break
+                limiter.flush()
                 continue
             backoff.reset()
             with self.lock:
@@ -493,6 +502,7 @@ class Channel:
             self.sent += 1
             health.count("sent_%s" % self.kind)
             logger.info("alerts: %s sent to %s", event.event, self.describe())
+        limiter.flush(final=True)
         left = self.pending()
         if left:
             logger.warning("alerts: %d message%s for %s not sent before stop", left,
@@ -781,7 +791,7 @@ class Watcher(Worker):
     # -- the thread -------------------------------------------------------------
     def setup(self) -> None:
         for channel in self.channels:
-            channel.start(self.clock, self.health, self.limiter)
+            channel.start(self.clock, self.health)
         self.next_look = self.clock.monotonic()
 
     def step(self) -> None:

@@ -182,7 +182,12 @@ def test_restart_loop():
     assert kinds(events) == ["start"] and "restarted 3 times in 30 min" in events[0].text
     clock.advance(300)
     assert watcher.evaluate() == []           # two recent restarts left: still on
-    clock.advance(1600)
+    clock.advance(3600)                       # a reminder while it lasts (remind=3600)...
+    worker.count("restarts")
+    assert kinds(watcher.evaluate()) == ["reminder"]    # ...even with fewer than 3 in the window
+    clock.advance(1799)
+    assert watcher.evaluate() == []
+    clock.advance(2)
     assert kinds(watcher.evaluate()) == ["clear"]
 
 
