@@ -509,6 +509,31 @@ class Channel:
                            "" if left == 1 else "s", self.describe())
 
 
+class _HideSecrets(logging.Filter):
+    """On urllib3's logger while a webhook channel runs: its DEBUG line
+    ``"POST /services/T0/B0/<token> HTTP/1.1" 200`` would show the URL's
+    path, which is the secret of Slack and Discord webhooks."""
+
+    def __init__(self, secrets: List[str]) -> None:
+        super().__init__()
+        self.secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: let the handler report it
+            return True
+        cleaned = text
+        for secret in self.secrets:
+            cleaned = cleaned.replace(secret, "<redacted>")
+        if cleaned != text:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+URLLIB3_LOGGER = "urllib3.connectionpool"
+
+
 class WebhookChannel(Channel):
     kind = "webhook"
 
@@ -533,6 +558,15 @@ class WebhookChannel(Channel):
         tail = self.parts.path + (("?" + self.parts.query) if self.parts.query else "")
         return [self.url, tail, self.parts.path if len(self.parts.path) > 1 else "",
                 self.parts.query, self.parts.password or ""] + list(self.headers.values())
+
+    def start(self, clock: Clock, health: Any) -> None:
+        self.hide = _HideSecrets(self.secrets())
+        logging.getLogger(URLLIB3_LOGGER).addFilter(self.hide)
+        super().start(clock, health)
+
+    def stop(self, timeout: float) -> None:
+        super().stop(timeout)
+        logging.getLogger(URLLIB3_LOGGER).removeFilter(self.hide)
 
     def deliver(self, event: Event) -> None:
         import requests

@@ -101,7 +101,7 @@ def test_webhook_down_then_up_delivers_each_message_once_and_never_logs_the_url(
     url = "http://127.0.0.1:%d%s?%s" % (port, SECRET_PATH, SECRET_QUERY)
     receiver = None
     watcher = None
-    caplog.set_level(logging.DEBUG, logger="keilib")
+    caplog.set_level(logging.DEBUG)          # urllib3 too: its DEBUG line names the request path
     try:
         watcher, records = start_watcher(clock, webhook_url=url)
         records.put(Record(clock.now(), "BR", "E7", 6000))
@@ -122,6 +122,7 @@ def test_webhook_down_then_up_delivers_each_message_once_and_never_logs_the_url(
         log = all_log_text(caplog)
         assert "sending to webhook http://127.0.0.1:%d failed" % port in log
         assert "HTTP 503" in log
+        assert '"POST <redacted> HTTP/1.1" 200' in log       # urllib3's line, without the path
         for secret in ("XyZsEcReTpAtH", "QqSeCrEtToKeN", "B000"):
             assert secret not in log
     finally:
@@ -231,3 +232,23 @@ def test_mqtt_broker_down_then_up_delivers_once(tmp_path):
         if subscriber is not None:
             subscriber.close()
         broker.stop()
+
+
+def test_a_hanging_webhook_does_not_hold_up_the_rules():
+    import socket
+    silent = socket.socket()                 # accepts connections (the kernel does), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    clock = FakeClock()
+    watcher = None
+    try:
+        watcher, records = start_watcher(clock, webhook_url="http://127.0.0.1:%d/hook" % silent.getsockname()[1])
+        alert_and_clear(records, clock)
+        records.put(Record(clock.now(), "BR", "E7", 7000))
+        wait_for(lambda: len(watcher.history) == 3, timeout=5, message="start, clear, start while the webhook hangs")
+        assert [e.event for e in watcher.history] == ["start", "clear", "start"]
+        assert watcher.channels[0].pending() == 3 and watcher.health.counters.get("sent_webhook") is None
+    finally:
+        if watcher is not None:
+            assert watcher.stop(10)
+        silent.close()
