@@ -92,3 +92,46 @@ def test_threshold_alert_reaches_the_webhook_and_clears(tmp_path: Path):
             process.wait(10)
         output.close()
         receiver.close()
+
+
+RESTART_CONFIG = """\
+import queue
+from fixture_workers import FailingWorker
+from keilib.watcher import Watcher
+
+record_que = queue.Queue()
+worker_def = [
+    {{'class': FailingWorker, 'args': {{}}}},
+    {{'class': Watcher,
+      'args': {{'record_que': record_que, 'interval': 0.2,
+               'rules': [{{'alert': 'restart_loop', 'count': 2, 'within': 600, 'worker': 'FailingWorker'}}],
+               'webhook_url': '{url}'}}}},
+]
+"""
+
+
+def test_restart_loop_seen_through_the_launchers_registry(tmp_path: Path):
+    receiver = WebhookReceiver()
+    (tmp_path / "keiconf.py").write_text(RESTART_CONFIG.format(url=receiver.url()))
+    output = open(tmp_path / "output.txt", "w")
+    process = subprocess.Popen([PYTHON, str(REPO / "kei.py")], cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                               stdout=output, stderr=subprocess.STDOUT, env=subprocess_env())
+    try:
+        # the launcher restarts it after 1 s, then 2 s: two restarts within ~3 s
+        wait_for(lambda: receiver.count() >= 1 or process.poll() is not None, timeout=30,
+                 interval=0.1, message="the restart-loop alert at the webhook")
+        assert process.poll() is None, read_text(tmp_path / "output.txt")
+        body = receiver.bodies()[0]
+        assert body["event"] == "start" and body["alert"] == "restart_loop"
+        assert body["subject"] == "worker_def[0] (FailingWorker)"
+        assert body["text"] == "kei ALERT: worker restarting in a loop: worker_def[0] (FailingWorker) " \
+                               "restarted 2 times in 10 min"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        assert receiver.count() == 1          # one alert, however often it restarted meanwhile
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        output.close()
+        receiver.close()
