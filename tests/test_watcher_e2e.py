@@ -135,3 +135,37 @@ def test_restart_loop_seen_through_the_launchers_registry(tmp_path: Path):
             process.wait(10)
         output.close()
         receiver.close()
+
+
+def test_link_down_from_a_real_broute_reader(tmp_path: Path):
+    """A BrouteReader against the simulated module and meter; the stick is
+    pulled (sim URL) until the watcher alerts, then put back: the link
+    returns to POLL and the alert clears.  The watcher shares the reader's
+    scaled clock, so 30 s of link down pass in 1.5 s."""
+    import queue
+
+    from keilib.health import Registry
+    from keilib.sim import protocol_sim
+    from keilib.watcher import Watcher
+    from test_broute import Rig
+
+    rig = Rig(tmp_path, kind="bp35c2", scale=20.0)
+    watcher = Watcher(queue.Queue(), [{"alert": "link_down", "for": 30}], interval=1, clock=rig.clock)
+    watcher.registry = Registry()
+    watcher.registry.add(rig.reader.health)
+    try:
+        rig.start()
+        watcher.start()
+        wait_for(lambda: rig.reader.health.states.get("link") == "POLL", timeout=20, message="the reader polling")
+        protocol_sim.unplug(rig.name)
+        wait_for(lambda: watcher.history, timeout=20, message="the link-down alert")
+        start = watcher.history[0]
+        assert start.event == "start" and start.subject == rig.reader.health.name
+        assert start.text.startswith("kei ALERT: meter link down: %s: link " % rig.reader.health.name)
+        protocol_sim.replug(rig.name)
+        wait_for(lambda: len(watcher.history) >= 2, timeout=30, message="the clear")
+        assert watcher.history[1].event == "clear" and rig.reader.health.states["link"] == "POLL"
+        assert len(watcher.history) == 2
+    finally:
+        assert watcher.stop(5)
+        rig.stop()
