@@ -83,6 +83,7 @@ import collections
 import datetime
 import json
 import logging
+import os
 import queue
 import socket
 import ssl
@@ -160,8 +161,9 @@ class Rule:
                              "a worker's class name such as 'HttpPostUploader' or its label", 120)
 
     @staticmethod
-    def matches(health: Any, wanted: Optional[str]) -> bool:
-        return wanted is None or wanted in (health.name, health.kind)
+    def matches(snap: Mapping[str, Any], wanted: Optional[str]) -> bool:
+        """Whether a health snapshot is of the worker a rule's ``worker`` names."""
+        return wanted is None or wanted in (snap["name"], snap["kind"])
 
     # records (threshold, silent) and health (the others)
     def take(self, record: Record, now: float) -> None:
@@ -267,7 +269,7 @@ class LinkDownRule(Rule):
         result = {}
         for snap in snapshots:
             link = snap["states"].get("link")
-            if link is None or not self.matches(_Named(snap), self.worker):
+            if link is None or not self.matches(snap, self.worker):
                 continue
             down = link != LINK_UP or snap["states"].get("worker") == "BACKOFF"
             if not down:
@@ -298,7 +300,7 @@ class SpoolStaleRule(Rule):
         result = {}
         for snap in snapshots:
             depth = snap["gauges"].get("spool_depth")
-            if depth is None or not self.matches(_Named(snap), self.worker):
+            if depth is None or not self.matches(snap, self.worker):
                 continue
             if depth <= 0:
                 self.waiting_since.pop(snap["name"], None)
@@ -332,7 +334,7 @@ class RestartLoopRule(Rule):
     def observe(self, now, wall, snapshots):
         result = {}
         for snap in snapshots:
-            if not self.matches(_Named(snap), self.worker):
+            if not self.matches(snap, self.worker):
                 continue
             restarts = snap["counters"].get("restarts", 0)
             name = snap["name"]
@@ -354,13 +356,6 @@ class RestartLoopRule(Rule):
             else:
                 result[name] = (False, "%s: no restart in %s" % (name, _duration(self.within)), None)
         return result
-
-
-class _Named:
-    """A snapshot seen as something with a name and a kind (Rule.matches)."""
-
-    def __init__(self, snap: Mapping[str, Any]) -> None:
-        self.name, self.kind = snap["name"], snap["kind"]
 
 
 RULE_CLASSES = {"threshold": ThresholdRule, "silent": SilentRule, "link_down": LinkDownRule,
@@ -581,6 +576,12 @@ class WebhookChannel(Channel):
             raise IOError("HTTP %d" % response.status_code)
 
 
+def _ca_file(argument: str, value: Any) -> Optional[str]:
+    if value is not None and (not isinstance(value, str) or not os.path.isfile(value)):
+        raise ConfigError("argument '%s' key 'ca_file' must name an existing file, got %.80r" % (argument, value))
+    return value
+
+
 def _addresses(value: Any) -> List[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items or not all(
@@ -613,11 +614,7 @@ class MailChannel(Channel):
         self.starttls = validate.flag("mail['starttls']", mail.get("starttls", True))
         if self.username is not None and not self.starttls:
             raise ConfigError("argument 'mail': a login needs 'starttls': True (no password in clear text)")
-        self.ca_file = mail.get("ca_file")
-        if self.ca_file is not None:
-            import os
-            if not isinstance(self.ca_file, str) or not os.path.isfile(self.ca_file):
-                raise ConfigError("argument 'mail' key 'ca_file' must name an existing file")
+        self.ca_file = _ca_file("mail", mail.get("ca_file"))
 
     def describe(self) -> str:
         return "mail via %s:%d" % (self.host, self.port)
@@ -668,7 +665,7 @@ class MqttChannel(Channel):
         self.topic = validate.text("mqtt['topic']", mqtt.get("topic", "kei/alerts"), r"[^+#\0]+",
                                    "a topic without '+' or '#'")
         self.tls = validate.flag("mqtt['tls']", mqtt.get("tls", False))
-        self.ca_file = mqtt.get("ca_file")
+        self.ca_file = _ca_file("mqtt", mqtt.get("ca_file"))
         self.qos = validate.choice("mqtt['qos']", mqtt.get("qos", 1), (0, 1, 2))
         try:
             import paho.mqtt.client  # noqa: F401 - only to say early that it is missing

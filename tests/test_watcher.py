@@ -268,6 +268,8 @@ def test_bad_rules_are_config_errors(rules, message):
     ({"mail": {"host": "m", "sender": "a@b", "to": "c@d", "smtp": 1}}, "argument 'mail': unknown key 'smtp'"),
     ({"mqtt": {"host": "b", "topic": "kei/#"}}, "argument 'mqtt['topic']' must be a topic without"),
     ({"mqtt": {"host": "b", "qos": 3}}, "argument 'mqtt['qos']' must be one of 0, 1, 2"),
+    ({"mqtt": {"host": "b", "ca_file": "/no/such/ca.pem"}}, "argument 'mqtt' key 'ca_file' must name an existing"),
+    ({"mail": {"host": "m", "sender": "a@b", "to": "c@d", "ca_file": 5}}, "argument 'mail' key 'ca_file' must"),
 ])
 def test_bad_arguments_are_config_errors(args, message):
     full = {"record_que": queue.Queue(), "rules": [{"alert": "link_down", "for": 60}]}
