@@ -229,7 +229,7 @@ def _unwritable_then_writable(directory, clock, block, unblock):
     try:
         for i in range(5):
             record_que.put(Record(D(2026, 5, 20, 14, 0, i), "U", "S", i))
-        wait_for(lambda: record_que.empty() and len(recorder.pending) == 5)
+        wait_for(lambda: record_que.empty() and recorder.pending_lines == 5)
         assert recorder.is_alive()
         unblock(directory)
         clock.advance(6)
@@ -253,8 +253,11 @@ def test_late_reading_is_raw_only(rig, fake_clock):
 
 
 def test_bad_fname_base_is_refused(tmp_path):
-    with pytest.raises(ValueError):
-        FileRecorder(queue.Queue(), fname_base="a/b", directory=str(tmp_path))
+    from keilib.errors import ConfigError
+    # What the endpoint or the graph page would refuse is refused here, at --check time.
+    for bad in ("a/b", "a.b", "a b", "caf\u00e9", "a\0b", "", "x" * 81, 5):
+        with pytest.raises(ConfigError, match="fname_base"):
+            FileRecorder(queue.Queue(), fname_base=bad, directory=str(tmp_path))
 
 
 def test_keilog_display_arguments_are_accepted_and_ignored(tmp_path, caplog):
