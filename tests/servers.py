@@ -250,9 +250,9 @@ class Prometheus(Server):
         binary = need_binary("prometheus")
         config = self.data_dir / "prometheus.yml"
         config.write_text(
-            "global:\n  scrape_interval: %gs\n  scrape_timeout: %gs\n"
+            "global:\n  scrape_interval: %dms\n  scrape_timeout: %dms\n"
             "scrape_configs:\n  - job_name: kei\n    static_configs:\n      - targets: %s\n"
-            % (self.interval, self.interval, json.dumps(self.targets)))
+            % (self.interval * 1000, self.interval * 1000, json.dumps(self.targets)))
         return [binary, "--config.file=%s" % config,
                 "--storage.tsdb.path=%s" % (self.data_dir / "tsdb"),
                 "--web.listen-address=127.0.0.1:%d" % self.port,
