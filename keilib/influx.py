@@ -62,6 +62,7 @@ from typing import Any, Dict, Optional, Tuple
 from keilib import lineprotocol
 from keilib.errors import ConfigError
 from keilib.output import Outcome, SpooledOutput
+from keilib.record import Record
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +204,11 @@ class InfluxWriter(SpooledOutput):
 
     def encode(self, item: Any) -> Optional[Tuple[str, str]]:
         """A Record or Aggregate -> (precision, line); the precision is the batch key,
-        so that one request carries one precision."""
+        so that one request carries one precision.  A keilog list
+        ``[unit, sensor, value, data_id]`` gets its time now."""
         try:
+            if isinstance(item, (list, tuple)):
+                item = Record.from_legacy(item, self.clock.now())
             return lineprotocol.encode(item, self.site)
         except (AttributeError, TypeError, ValueError, OverflowError) as exc:
             logger.error("%s: skipped an item that is not a Record (%s): %.80r", self.name, exc, item)

@@ -123,9 +123,12 @@ def test_every_reading_reaches_victoriametrics_v1_with_its_timestamp(victoria, m
     writer, que = make_writer(victoria.url)
     for record in records:
         que.put(record)
+    que.put("not a record")                     # skipped with one line
+    que.put(["2", "hum", "55.5", "x"])          # a keilog list: stamped on arrival
     wait_for(lambda: writer.health.counters.get("delivered") and not spooled(writer.spool.directory)
-             and writer.health.counters.get("in") == len(records), timeout=20)
+             and writer.health.counters.get("in") == len(records) + 2, timeout=20)
     assert vm_samples(victoria) == expected(records[:-1])
+    assert victoria.export('{__name__="kei_value",sensor="hum"}')[0]["values"] == [55.5]
     [temp] = victoria.export('{__name__="kei_value",sensor="temp"}')
     assert temp["timestamps"] == [int(T0.timestamp()) * 1000 + 500] and temp["values"] == [21.5]
     assert temp["metric"]["site"] == "home" and temp["metric"]["unit"] == "1"
