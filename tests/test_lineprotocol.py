@@ -129,3 +129,40 @@ def test_escaped_lines_read_back_from_influxdb(influxdb):  # noqa: F811
     answer = requests.post(influxdb.url + "/write", params={"db": "kei", "precision": "s"},
                            data=b"kei,sensor=E7,site=x,unit=BR value=5i %d\n" % int(T.timestamp()), timeout=10)
     assert answer.status_code == 400 and "conflict" in answer.text
+
+
+def test_any_site_name_survives_the_round_trip_through_both_servers(tmp_path):
+    """Random site names (quotes, backslashes, '=', ',', spaces, non-ASCII) come
+    back from the servers exactly as written."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from servers import InfluxDB, VictoriaMetrics
+    names = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=20) \
+        .map(str.strip).filter(bool)
+    vm = VictoriaMetrics(tmp_path / "vm")
+    influx = InfluxDB(tmp_path / "influx")
+    try:
+        vm.start()
+        influx.start()
+        influx.create_database("kei")
+        seen = []
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(site=names)
+        def check(site):
+            number = len(seen)
+            seen.append(site)
+            precision, line = lineprotocol.encode(Record(T, "u%d" % number, "s", 1.5), site)
+            for url in (vm.url, influx.url):
+                answer = requests.post(url + "/write", params={"db": "kei", "precision": precision},
+                                       data=line.encode(), timeout=10)
+                assert answer.status_code == 204, (site, answer.text)
+            [series] = vm.export('{__name__="kei_value",unit="u%d"}' % number)
+            assert series["metric"]["site"] == site
+            [row] = influx.query("SELECT value, site FROM kei WHERE unit = 'u%d'" % number, db="kei")[0]["values"]
+            assert row[2] == site
+        check()
+    finally:
+        vm.stop()
+        influx.stop()
