@@ -24,7 +24,8 @@ What the answer means:
   a configuration problem, not the data's: an ERROR at every attempt, the
   batch stays spooled and goes once the configuration is fixed;
 * 429, 5xx, timeouts, refused connections: retried with backoff, or after the
-  server's ``Retry-After``.
+  server's ``Retry-After`` (a 429 that states it is a pause, logged at INFO,
+  not a failed attempt).
 
 A re-sent batch (a timeout after the server stored it) adds nothing: InfluxDB
 keeps one point per series and timestamp; VictoriaMetrics needs
@@ -245,4 +246,7 @@ class InfluxWriter(SpooledOutput):
             return Outcome.retry(reason + " (check the token or username/password)", loud=True)
         if status == 404:
             return Outcome.retry(reason + " (check the url and database/bucket)", loud=True)
-        return Outcome.retry(reason, after=retry_after_seconds(retry_after))
+        after = retry_after_seconds(retry_after)
+        if status == 429 and after is not None:
+            return Outcome.wait(reason, after)     # a rate limit: a pause, not a failure
+        return Outcome.retry(reason, after=after)

@@ -105,7 +105,10 @@ def test_verdicts_for_server_answers(tmp_path):
         verdict = writer.judge(status, '{"error":"authorization failed %s"}' % TOKEN)
         assert verdict.kind == Outcome.RETRY and verdict.loud and TOKEN not in verdict.reason
     limited = writer.judge(429, "slow down", "7")
-    assert limited.kind == Outcome.RETRY and limited.after == 7 and not limited.loud
+    assert limited.kind == Outcome.WAIT and limited.after == 7
+    assert writer.judge(429, "slow down").kind == Outcome.RETRY
+    unavailable = writer.judge(503, "", "12")
+    assert unavailable.kind == Outcome.RETRY and unavailable.after == 12 and not unavailable.loud
     assert writer.judge(503, "", None).kind == Outcome.RETRY
     assert writer.judge(500, "boom", None).after is None
 
@@ -254,6 +257,7 @@ def _serve(handler):
 
 
 def test_429_retry_after_is_honoured(make_writer, caplog):
+    caplog.set_level(logging.INFO)
     handler = type("Limited", (_Answering,), {"status": 429, "headers_out": {"Retry-After": "7"}, "seen": []})
     httpd = _serve(handler)
     try:
@@ -261,7 +265,7 @@ def test_429_retry_after_is_honoured(make_writer, caplog):
                                   bucket="b", org="o", token=TOKEN)
         que.put(readings(1)[0])
         wait_for(lambda: handler.seen, timeout=20)
-        wait_for(lambda: "retry in 7.0 s" in caplog.text, timeout=10)
+        wait_for(lambda: "asks to wait 7 s" in caplog.text, timeout=10)
         assert len(handler.seen) == 1                       # not retried at the 0.05 s backoff
         assert handler.seen[0] == "Token " + TOKEN
         assert TOKEN not in caplog.text
