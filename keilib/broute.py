@@ -35,6 +35,10 @@ the meter's address, port 3610 and the objects 028801 -> 05FF01.  A request
 with no answer in ``response_timeout`` is sent once more, then counted as a
 miss.  D3 (coefficient), D7 (digits) and E1 (unit) are read at every join
 before any energy value is recorded; E0/E3/EA/EB are recorded in kWh.
+The meter's maker code (8A) and serial number (8D) are read once per
+session and, with its MAC, kept in health states (``meter_maker``,
+``meter_serial``, ``meter_mac``) for outputs that name the meter (MQTT).
+An optional ``command_que`` takes ``"read"`` items: one E7 Get at once.
 
 Records (unit ``BR``, data id ``x``)::
 
@@ -79,14 +83,16 @@ import queue
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from keilib import echonet
+from keilib import echonet, validate
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
+from keilib.logutil import LogLimiter
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, port_problem
 from keilib.record import Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
-from keilib.worker import Worker
+from keilib.worker import Backoff, Worker
 
 __all__ = ["BrouteReader", "WiSunRL7023", "BP35A1", "BP35C2", "BP35C0", "RSWSUHAP", "TxBudget",
            "DEFAULT_REQUESTS"]
@@ -103,6 +109,7 @@ DEFAULT_REQUESTS = [
 REQUESTABLE = {"D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
 MAX_EPCS_PER_FRAME = 6          # a meter must support OPC up to 6 (AIF 2.4.4)
 
+MAX_CYCLE = 86400.0             # seconds: a request group is polled at least once a day
 SCAN_DURATIONS = (4, 5, 6, 7, 8)
 JOIN_TRIES = 3
 MISSES_BEFORE_REJOIN = 3
@@ -112,7 +119,14 @@ REAUTH_WAIT = 30.0
 TX_BLOCK_CHECK = 300.0          # ask the module (SFB) this often while sending is paused
 TX_BLOCK_MAX = 3900.0           # the limit is counted over an hour; then stop waiting
 FACTORS_RETRY = 30.0
+IDENTITY_CYCLE = 10 * 365 * 86400.0   # sent once per session (issue 12), never repeated
+CONSOLE_AFTER = 60.0            # a module missing this long is said on the terminal too
 BACKOFF_MAX = 60.0
+
+
+# What keiconf_broute.py ships (the simulator's credentials): a real meter
+# needs the ID and password from the power company.
+EXAMPLE_CREDENTIALS = ("00112233445566778899AABBCCDDEEFF", "0123456789AB")
 
 
 class State(enum.Enum):
@@ -214,8 +228,10 @@ def parse_requests(requests: Any) -> List[RequestGroup]:
                               % (where, MAX_EPCS_PER_FRAME, len(codes)))
         if len(set(codes)) != len(codes):
             raise ConfigError("%s: EPC listed twice in %r" % (where, epcs))
-        if isinstance(cycle, bool) or not isinstance(cycle, (int, float)) or not cycle > 0:
-            raise ConfigError("%s: 'cycle' must be a positive number of seconds, got %r" % (where, cycle))
+        try:
+            validate.number("cycle", cycle, 0, MAX_CYCLE, exclusive_minimum=True)
+        except ConfigError as exc:
+            raise ConfigError("%s: %s (seconds)" % (where, exc)) from None
         groups.append(RequestGroup(codes, float(cycle)))
     # Worst case: every request retried once.
     per_hour_ms = sum(2 * (3600.0 / g.cycle) * TxBudget.airtime_ms(g.frame_len()) for g in groups)
@@ -249,9 +265,9 @@ class ScanCache:
             logger.warning("ignoring unusable scan cache %s: %s", self.path, exc)
             return None
 
-    def save(self, channel: int, pan_id: int, addr: str) -> None:
+    def save(self, channel: int, pan_id: int, addr: str, now: datetime.datetime) -> None:
         data = {"channel": channel, "pan_id": pan_id, "addr": addr,
-                "saved": datetime.datetime.now().isoformat(timespec="seconds")}
+                "saved": now.isoformat(timespec="seconds")}
         temp = self.path + ".tmp"
         try:
             with open(temp, "w", encoding="utf-8") as handle:
@@ -295,30 +311,25 @@ class BrouteReader(Worker):
                  requests: Any = None, record_que: "Optional[queue.Queue[Any]]" = None,
                  port: Optional[str] = None, baudrate: int = 115200,
                  scan_cache: str = "scancache.json", response_timeout: float = 10.0,
+                 command_que: "Optional[queue.Queue[Any]]" = None,
                  clock: Optional[Clock] = None):
         super().__init__(clock=clock)
         if wisundev is None:
             if port is None:
                 raise ConfigError("argument 'wisundev' is missing (e.g. WiSunRL7023(port, 115200, "
                                   "type=WiSunRL7023.IPS))")
+            validate.text("port", port, PORT_PATTERN, "a device path or pyserial URL")
+            validate.number("baudrate", baudrate, MIN_BAUD, MAX_BAUD, integer=True)
             wisundev = WiSunRL7023(port, baudrate, type=WiSunRL7023.DSS)
         if not isinstance(wisundev, SkDevice):
             raise ConfigError("argument 'wisundev' must be a Wi-SUN device such as WiSunRL7023(...), got %r"
                               % (wisundev,))
-        if not isinstance(broute_id, str) or len(broute_id) != 32 or not broute_id.isprintable() \
-                or " " in broute_id:
-            raise ConfigError("argument 'broute_id' must be the 32-character Route-B ID (got %d characters)"
-                              % (len(broute_id) if isinstance(broute_id, str) else -1))
-        if not isinstance(broute_pwd, str) or not 1 <= len(broute_pwd) <= 32 or not broute_pwd.isprintable() \
-                or " " in broute_pwd:
-            raise ConfigError("argument 'broute_pwd' must be the Route-B password (12 characters)")
+        # Secrets: the messages say what is wrong, never the value.
+        validate.secret("broute_id", broute_id, [32], "the 32-character Route-B ID")
+        validate.secret("broute_pwd", broute_pwd, range(1, 33), "the Route-B password (12 characters)")
         self.groups = parse_requests(DEFAULT_REQUESTS if requests is None else requests)
-        if isinstance(response_timeout, bool) or not isinstance(response_timeout, (int, float)) \
-                or not 0 < response_timeout <= 300:
-            raise ConfigError("argument 'response_timeout' must be seconds, more than 0 and at most 300, got %r"
-                              % (response_timeout,))
-        if not isinstance(scan_cache, str) or not scan_cache:
-            raise ConfigError("argument 'scan_cache' must be a file name, got %r" % (scan_cache,))
+        validate.number("response_timeout", response_timeout, 0, 300, exclusive_minimum=True)   # seconds
+        validate.text("scan_cache", scan_cache, r"[^\x00]+", "a file name (relative to the work directory)")
         # Silence means trouble only when something should have come: with
         # every cycle longer than SILENCE_BEFORE_REJOIN, a quiet meter is normal.
         self.silence_limit = max(SILENCE_BEFORE_REJOIN,
@@ -351,9 +362,37 @@ class BrouteReader(Worker):
         self.session_lost_at: Optional[float] = None
         self.scan_attempt = 0
         self.join_failures = 0
-        self.backoff = 1.0
+        self.backoff = Backoff(1.0, BACKOFF_MAX)
         self.notified: Deque[Tuple[int, datetime.datetime]] = deque(maxlen=16)
         self.refusals: set = set()
+        # -- issue 12 (MQTT / Home Assistant): meter identity and on-demand reads --
+        # 8A (maker) and 8D (serial) once per session, into health states with the
+        # meter's MAC, so outputs can name the meter without the Route-B ID.
+        self.identity = RequestGroup([EPC.MAKER_CODE, EPC.SERIAL_NUMBER], IDENTITY_CYCLE)
+        # "read" items put by another worker (MqttPublisher): one E7 Get now.
+        if command_que is not None and not isinstance(command_que, queue.Queue):
+            raise ConfigError("argument 'command_que' must be a queue.Queue, got %r" % (command_que,))
+        self.command_que = command_que
+        self.on_demand = RequestGroup([EPC.E7], IDENTITY_CYCLE)
+        # -- end issue 12 --
+        self.port_missing_since: Optional[float] = None
+        self.said_on_console = False
+        # Garbled frames and odd answers come from outside: logged rate-limited.
+        self.log_limit = LogLimiter(logger, self.clock.monotonic)
+
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        device = args.get("wisundev")
+        port = getattr(device, "port", None) or args.get("port")
+        warnings = []
+        problem = port_problem(port)
+        if problem:
+            warnings.append(problem)
+        if isinstance(port, str) and not port.startswith("sim://") and \
+                (args.get("broute_id"), args.get("broute_pwd")) == EXAMPLE_CREDENTIALS:
+            warnings.append("broute_id and broute_pwd are the example's (the simulator's); a real meter "
+                            "needs the Route-B ID and password from your power company")
+        return warnings
 
     # -- state machine -------------------------------------------------------
     def setup(self) -> None:
@@ -361,6 +400,7 @@ class BrouteReader(Worker):
         self.device.interrupt = self._stopping
 
     def step(self) -> None:
+        self.log_limit.flush()
         handler = {State.INIT: self.do_init, State.OPEN: self.do_open, State.SETUP: self.do_setup,
                    State.SCAN: self.do_scan, State.JOIN: self.do_join, State.POLL: self.do_poll}[self.state]
         try:
@@ -401,18 +441,23 @@ class BrouteReader(Worker):
             raise Cancelled()
 
     def next_backoff(self) -> float:
-        delay = self.backoff
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
-        return delay
+        return self.backoff.next()
 
     def do_init(self) -> None:
         try:
             self.device.open()
         except DeviceGone as exc:
             delay = self.next_backoff()
-            logger.warning("B-route: %s; trying again in %g s", exc, delay)
+            now = self.clock.monotonic()
+            if self.port_missing_since is None:
+                self.port_missing_since = now
+            console = not self.said_on_console and now - self.port_missing_since >= CONSOLE_AFTER
+            if console:
+                self.said_on_console = True   # once: a person at the terminal should know
+            logger.warning("B-route: %s; trying again in %g s", exc, delay, extra={"console": console})
             self.pause(delay)
             return
+        self.port_missing_since = None
         self.transition(State.OPEN, "port open")
 
     def do_open(self) -> None:
@@ -463,7 +508,8 @@ class BrouteReader(Worker):
             return
         self.pan = {"channel": found.channel, "pan_id": found.pan_id, "addr": found.addr}
         self.pan_from_cache = False
-        self.cache.save(found.channel, found.pan_id, found.addr)
+        self.health.gauge("lqi", found.lqi)         # issue 12: link quality, as the scan saw it
+        self.cache.save(found.channel, found.pan_id, found.addr, self.clock.now())
         self.transition(State.JOIN, "meter found on channel %02X, PAN %04X, LQI %02X"
                         % (found.channel, found.pan_id, found.lqi))
 
@@ -488,7 +534,8 @@ class BrouteReader(Worker):
             return
         self.join_failures = 0
         self.scan_attempt = 0
-        self.backoff = 1.0
+        self.backoff.reset()
+        self.health.state("meter_mac", self.pan["addr"])     # issue 12: the meter's identity
         self.start_session()
         self.transition(State.POLL, "PANA session established")
 
@@ -502,6 +549,7 @@ class BrouteReader(Worker):
         self.coefficient = self.unit_code = self.digits = None
         # The conversion factors first, then every group from now on.
         self.factors.next_due = now
+        self.identity.next_due = now          # issue 12
         for group in self.groups:
             group.next_due = now
 
@@ -524,9 +572,25 @@ class BrouteReader(Worker):
             return
         self.expire_requests(now)
         self.send_due(now)
+        self.take_command(now)                 # issue 12
         item = self.device.receive(timeout=max(0.05, min(1.0, self.seconds_to_next(now))))
         if item is not None:
             self.handle(item)
+
+    def take_command(self, now: float) -> None:
+        """Issue 12: a "read" on ``command_que`` sends one E7 Get at once (the
+        sender rate-limits; the airtime budget still applies). Never blocks."""
+        if self.command_que is None or self.unit_code is None or self.tx_blocked:
+            return
+        try:
+            command = self.command_que.get_nowait()
+        except queue.Empty:
+            return
+        if command != "read":
+            logger.warning("B-route: unknown command %r on command_que; ignored", command)
+        elif all(o.group is not self.on_demand for o in self.outstanding.values()):
+            logger.info("B-route: reading E7 now (command)")
+            self.send_group(self.on_demand, now)
 
     def check_tx_block(self, now: float) -> None:
         """EVENT 33 can be lost (garbled line, module reset during the limit):
@@ -551,7 +615,7 @@ class BrouteReader(Worker):
         # Until D3/D7/E1 are known, energy groups wait (nothing in kWh before).
         if self.unit_code is None:
             return [self.factors]
-        return self.groups
+        return self.groups + [self.identity]       # identity: issue 12
 
     def send_due(self, now: float) -> None:
         if self.tx_blocked or self.session_lost_at is not None:
@@ -657,7 +721,8 @@ class BrouteReader(Worker):
         try:
             frame = Frame.decode(data)
         except FrameError as exc:
-            logger.warning("B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
+            self.log_limit.warning("the meter link", "malformed frames",
+                                   "B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
             return
         if frame.seoj != echonet.METER:
             if frame.esv == ESV.INF and frame.find(0xD5) is not None:
@@ -677,8 +742,9 @@ class BrouteReader(Worker):
             return
         requested = [p.epc for p in frame.properties]
         if requested != entry.group.epcs:
-            logger.warning("B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
-                           frame.tid, requested, entry.group.epcs)
+            self.log_limit.warning("the meter link", "mismatched answers",
+                                   "B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
+                                   frame.tid, requested, entry.group.epcs)
             return
         self.misses = 0
         if frame.is_failure:
@@ -711,7 +777,8 @@ class BrouteReader(Worker):
             try:
                 value = echonet.decode_meter_property(prop.epc, prop.edt)
             except FrameError as exc:
-                logger.warning("B-route: property %02X skipped: %s", prop.epc, exc)
+                self.log_limit.warning("EPC %02X" % prop.epc, "skipped properties",
+                                       "B-route: property %02X skipped: %s", prop.epc, exc)
                 continue
             self.record_value(prop.epc, value, now, notification)
 
@@ -726,11 +793,17 @@ class BrouteReader(Worker):
             if self.coefficient is None:
                 self.coefficient = 1
             factors = (value.kwh, self.coefficient, self.digits)
+            # issue 12: the energy step (kWh per count) sets the display precision
+            self.health.state("energy_step", str(value.kwh * self.coefficient))
             # Logged at INFO once, and again only if the meter changes them (a
             # config may also poll D3/D7/E1 hourly, as keilog's README did).
             level = logging.DEBUG if factors == self.factors_logged else logging.INFO
             self.factors_logged = factors
             logger.log(level, "B-route: energy unit %s kWh, coefficient %s, %s digits", *factors)
+        elif epc == EPC.MAKER_CODE:                  # issue 12: the meter's identity
+            self.health.state("meter_maker", "%06X" % value)
+        elif epc == EPC.SERIAL_NUMBER:
+            self.health.state("meter_serial", value)
         elif epc == EPC.E7:
             self.put(now, "E7", value)
         elif epc == EPC.E8:
@@ -759,9 +832,14 @@ class BrouteReader(Worker):
         if value is None:
             return
         if not is_value(value):
-            logger.info("B-route: the meter reports %s for %s; not recorded", value, sensor)
+            self.log_limit.message(logging.INFO, sensor, "'no data' values",
+                                   "B-route: the meter reports %s for %s; not recorded", value, sensor)
             return
-        record = Record(stamp, "BR", sensor, value)
+        try:
+            record = Record(stamp, "BR", sensor, value)
+        except ValueError as exc:   # out of the accepted range (keilib.record.VALUE_LIMIT)
+            self.log_limit.warning(sensor, "out-of-range values", "B-route: %s not recorded: %s", sensor, exc)
+            return
         logger.debug("B-route: %s", record.to_raw_line())
         self.health.reading(record)
         if self.record_que is None:
@@ -770,14 +848,17 @@ class BrouteReader(Worker):
         for _ in range(10):
             try:
                 self.record_que.put(record, timeout=0.5)
+                self.health.count("out")
                 return
             except queue.Full:
                 if self.stopping:
                     break
+        self.health.count("dropped")
         logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
 
     # -- shutdown ----------------------------------------------------------------
     def cleanup(self) -> None:
+        self.log_limit.flush(final=True)
         if self.state == State.POLL and self.device.is_open:
             try:
                 self.device.interrupt = None

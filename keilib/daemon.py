@@ -65,6 +65,8 @@ from keilib import __version__
 from keilib.errors import ConfigError
 from keilib.fanout import DEFAULT_BUFFER, HOLD, FanOutQueue, Inbox
 from keilib.health import Health, Registry
+from keilib.lock import LockHeld, WorkdirLock       # issue 17.7
+from keilib.logutil import install_redaction        # issue 17.5
 from keilib.worker import Backoff, Worker
 
 logger = logging.getLogger("kei")
@@ -368,10 +370,18 @@ def start_order(specs: List[WorkerSpec]) -> List[WorkerSpec]:
 
 # -- logging ---------------------------------------------------------------
 
-def setup_logging(workdir: str, debug: bool, stream: bool = False) -> logging.Handler:
+def setup_logging(workdir: str, debug: bool, stream: bool = False,
+                  console: bool = False) -> logging.Handler:
+    """The log: kei.log (or stdout); with ``console``, the few lines marked
+    for a person go to the terminal (stderr) too."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    if console and not (debug or stream):
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.addFilter(ConsoleFilter())
+        terminal.setFormatter(logging.Formatter("kei: %(message)s"))
+        root.addHandler(terminal)
     if debug or stream:
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
         root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -380,6 +390,9 @@ def setup_logging(workdir: str, debug: bool, stream: bool = False) -> logging.Ha
             os.path.join(workdir, "kei.log"), when="midnight", backupCount=3, encoding="utf-8")
         root.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # -- issue 17.5: no URL query, user info or secret in any log line --
+    install_redaction(handler)
+    # -- end issue 17.5 --
     root.addHandler(handler)
     return handler
 
@@ -587,6 +600,40 @@ def prepare(module: Any, source: str) -> tuple:
     return specs, instances, wiring
 
 
+def config_warnings(specs: List[WorkerSpec]) -> List[str]:
+    """What will surely not work as meant in a valid config (a missing port,
+    an example's placeholder), one line per finding."""
+    return ["%s: %s" % (spec.label, text) for spec in specs for text in spec.cls.config_warnings(spec.args)]
+
+
+PYSERIAL_HELP = """\
+kei: the Python package pyserial is missing%s.  Install it with
+    sudo apt install python3-serial        (Debian, Raspberry Pi OS, Ubuntu)
+or  python3 -m pip install pyserial        (in a virtual environment)
+(The package called 'serial' on PyPI is a different one; pyserial is the right one.)
+"""
+
+
+def pyserial_problem() -> Optional[str]:
+    """PYSERIAL_HELP filled in, if pyserial cannot be used; else None."""
+    try:
+        import serial
+    except ImportError as exc:
+        return PYSERIAL_HELP % (" (%s)" % exc)
+    if not hasattr(serial, "serial_for_url"):
+        return PYSERIAL_HELP % (" ('import serial' found another package, at %s)"
+                                % getattr(serial, "__file__", "?"))
+    return None
+
+
+class ConsoleFilter(logging.Filter):
+    """Lets through what a worker marked for a person at the terminal
+    (``logger.warning(..., extra={"console": True})``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(getattr(record, "console", False))
+
+
 # Subcommands (``kei <name> ...``): "module:function", imported only when
 # asked for; the function takes the remaining arguments and returns the exit
 # status.  ``kei`` alone (or with options) runs the daemon.
@@ -608,12 +655,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if status is not None:
         return status
     args = parse_args(argv)
+    problem = pyserial_problem()
+    if problem:
+        sys.stderr.write(problem)
+        return EXIT_CONFIG
     workdir = os.getcwd()
     config_path = args.config or os.path.join(workdir, "keiconf.py")
     try:
         if args.demo:
             from keilib import demo
-            specs, instances, wiring = prepare(demo.config(workdir), "demo")
+            specs, instances, wiring = prepare(demo.config(workdir, check=args.check), "demo")
         else:
             specs, instances, wiring = prepare(load_config(config_path), os.path.basename(config_path))
     except FileNotFoundError:
@@ -622,15 +673,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         sys.stderr.write("kei: bad configuration: %s\n" % exc)
         return EXIT_CONFIG
+    warnings = config_warnings(specs)
     if args.check:
         print("kei: %s is valid: %d worker(s): %s" % (
             "the demo configuration" if args.demo else config_path,
             len(specs), ", ".join(s.cls.__name__ for s in specs)))
         for line in wiring:
             print("kei: wiring: %s" % line)
+        for line in warnings:
+            print("kei: warning: %s" % line)
         return EXIT_OK
+    # -- issue 17.7: one kei per work directory (not for --check or --demo) --
+    lock = None if args.demo else WorkdirLock(workdir)
+    try:
+        if lock is not None:
+            lock.acquire()
+    except LockHeld as exc:
+        sys.stderr.write("kei: %s\n" % exc)
+        return EXIT_CONFIG
+    # -- end issue 17.7 --
+    interactive = sys.stderr.isatty()
     # The demo logs to the terminal, so a newcomer sees what happens.
-    setup_logging(workdir, debug="DEBUG" in os.environ, stream=args.demo)
+    debug = "DEBUG" in os.environ
+    setup_logging(workdir, debug=debug, stream=args.demo, console=interactive)
+    for line in warnings:
+        logger.warning("config: %s", line, extra={"console": True})
+    if interactive and not (debug or args.demo):
+        sys.stderr.write("kei: running %d worker(s); the log is %s (DEBUG=1 shows it here); "
+                         "stop with Ctrl-C\n" % (len(specs), os.path.join(workdir, "kei.log")))
     if args.demo:
         logger.warning("DEMO: this is a SIMULATION; no smart meter or sensor is read "
                        "(simulated time runs faster than real time)")
@@ -642,6 +712,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return daemon.run()
     finally:
         threading.excepthook = previous_hook
+        if lock is not None:                        # issue 17.7
+            lock.release()
 
 
 def log_thread_death(hook: Any) -> None:

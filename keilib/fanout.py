@@ -39,13 +39,14 @@ DROP_OLDEST = "drop_oldest"
 POLICIES = (HOLD, DROP_OLDEST)
 DEFAULT_BUFFER = 1000          # items, when the shared queue has no maxsize
 HOLD_LIMIT = 50000             # items a "hold" inbox keeps past its size before it drops
+SLOW_LOG_EVERY = 600.0         # seconds between two "is slow" warnings of one inbox
 
 
 class Inbox(queue.Queue):
     """One consumer's buffer behind a fan-out (see the module docstring)."""
 
     def __init__(self, label: str, size: int, policy: str = HOLD,
-                 on_drop: Optional[Callable[[int], None]] = None) -> None:
+                 on_drop: Optional[Callable[[int], None]] = None, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__()             # unbounded underneath: ``offer`` applies the policy
         if policy not in POLICIES:
             raise ValueError("BUFFER_POLICY must be one of %s, got %r" % (", ".join(POLICIES), policy))
@@ -54,7 +55,8 @@ class Inbox(queue.Queue):
         self.policy = policy
         self.on_drop = on_drop
         self.dropped = 0
-        self._full_logged = False
+        self.clock = clock
+        self._slow_logged_at: Optional[float] = None
 
     def offer(self, item: Any) -> None:
         """Add ``item`` without ever blocking; apply the policy when full."""
@@ -73,13 +75,13 @@ class Inbox(queue.Queue):
                     logger.error("%s is not taking anything: its buffer holds %d items; %d dropped "
                                  "so far", self.label, length, self.dropped)
                 return
-            elif length >= self.size and not self._full_logged:
-                self._full_logged = True
-                logger.warning("%s is slow: its buffer of %d items is full; holding more in memory "
-                               "(up to %d) so the readers and other outputs go on",
-                               self.label, self.size, HOLD_LIMIT)
-            elif length < self.size // 2:
-                self._full_logged = False
+            elif length >= self.size and self.policy == HOLD:
+                now = self.clock.monotonic()
+                if self._slow_logged_at is None or now - self._slow_logged_at >= SLOW_LOG_EVERY:
+                    self._slow_logged_at = now      # at most one line per episode of minutes
+                    logger.warning("%s is slow: its buffer of %d items is full; holding more in "
+                                   "memory (up to %d) so the readers and other outputs go on",
+                                   self.label, self.size, HOLD_LIMIT)
             self._put(item)
             self.unfinished_tasks += 1
             self.not_empty.notify()

@@ -18,7 +18,14 @@ Anything else -- missing or extra fields, a bad id, a bad number, bytes that
 are not UTF-8, a line longer than ``LINE_LIMIT`` bytes without a newline -- is
 logged once (WARNING, with the port and the offending text, truncated and
 repr-escaped) and skipped; the next line is read normally.  Blank lines are
-ignored silently.
+ignored silently.  A value out of range (``abs(value) >= 1e15``, see
+``keilib.sensorline``) is a bad line too.
+
+Rate limit (``keilib.logutil.LogLimiter``): per port, the first 5 bad lines
+are logged in full, then one summary every 10 minutes (``N more bad lines on
+<port> in the last 10 minutes (last: ...)``); after 10 quiet minutes the next
+one is shown in full again.  Checker rejections and readings dropped on a
+full queue are limited the same way, each kind on its own.
 
 What ``SerialReader`` does with each valid line, in order:
 
@@ -44,18 +51,19 @@ import abc
 import collections
 import logging
 import queue
-import time
 from typing import Any, Deque, Dict, Optional, Tuple
 
 import serial  # pyserial (absolute import: this module is keilib.serial)
 
+from keilib import validate
 from keilib.clock import Clock
 from keilib.errors import ConfigError, ProtocolError
-from keilib.ports import open_port
+from keilib.logutil import LogLimiter
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, open_port, port_problem
 from keilib.record import Record
 # The codec, re-exported: configs and tests written against keilib.serial keep working.
-from keilib.sensorline import LineSplitter, Reading, parse_line, show  # noqa: F401
-from keilib.worker import Worker
+from keilib.sensorline import ID_PATTERN, VALUE_LIMIT, LineSplitter, Reading, parse_line, show  # noqa: F401
+from keilib.worker import Backoff, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +105,15 @@ class OutlierChecker(Checker):
 
     def add(self, unit: str, sensor: str, min: Optional[float] = None,  # noqa: A002 - keilog's names
             max: Optional[float] = None, variation: Optional[float] = None) -> None:  # noqa: A002
-        for name, bound in (("min", min), ("max", max), ("variation", variation)):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
-                raise ConfigError("OutlierChecker.add(%r, %r): %s must be a number or None, got %r"
-                                  % (unit, sensor, name, bound))
+        where = "OutlierChecker.add(%r, %r)" % (unit, sensor)
+        try:
+            validate.text("unit", unit, ID_PATTERN, "a unit id: letters, digits, '-' or '_'")
+            validate.text("sensor", sensor, ID_PATTERN, "a sensor id: letters, digits, '-' or '_'")
+            for name, bound in (("min", min), ("max", max), ("variation", variation)):
+                if bound is not None:   # None: no bound; else finite and inside the accepted range
+                    validate.number(name, bound, -VALUE_LIMIT, VALUE_LIMIT)
+        except ConfigError as exc:
+            raise ConfigError("%s: %s" % (where, exc)) from None
         if min is not None and max is not None and min > max:
             raise ConfigError("OutlierChecker.add(%r, %r): min %r is above max %r" % (unit, sensor, min, max))
         if variation is not None and variation < 0:
@@ -207,13 +220,12 @@ class SerialReader(Worker):
     QUEUE_SLICE = 0.1            # real seconds per put attempt
     QUEUE_WARN_SECONDS = 5.0
     QUEUE_GIVE_UP_SECONDS = 60.0
+    CONSOLE_AFTER = 60.0         # a port missing this long is said on the terminal too
 
     def __init__(self, port: str, baudrate: int, record_que: "Optional[queue.Queue[Any]]" = None,
                  checker: Optional[Any] = None, clock: Optional[Clock] = None):
-        if not isinstance(port, str) or not port.strip():
-            raise ConfigError("port must be a device path or pyserial URL string, got %r" % (port,))
-        if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
-            raise ConfigError("baudrate must be a positive integer (e.g. 9600, 115200), got %r" % (baudrate,))
+        validate.text("port", port, PORT_PATTERN, "a device path or pyserial URL string")
+        validate.number("baudrate", baudrate, MIN_BAUD, MAX_BAUD, integer=True)
         if record_que is None:
             raise ConfigError("record_que is required (the queue FileRecorder takes from)")
         if not isinstance(record_que, queue.Queue):
@@ -228,27 +240,37 @@ class SerialReader(Worker):
         self.stats: Dict[str, int] = dict.fromkeys(
             ("lines", "records", "invalid", "duplicates", "rejected", "dropped"), 0)
         self._serial: Optional[Any] = None
-        # Real time (like the port timeout): it is about bytes on the wire, not the clock.
+        # Real time (like the port timeout): it is about bytes on the wire, not the clock's
+        # (possibly faked or scaled) time.
         self._settle_until = 0.0
         self._skip_partial = False      # discard up to the next newline
         self._first_data = False        # nothing read since the port was opened
         self._splitter = LineSplitter(self.LINE_LIMIT)
         self._duplicates = DuplicateFilter(self.DUP_LINES, self.DUP_SECONDS)
-        self._reopen_delay = self.REOPEN_FIRST
+        self._reopen = Backoff(self.REOPEN_FIRST, self.REOPEN_MAX)
         self._down_since: Optional[float] = None   # monotonic time the port went away
         self._ever_opened = False
+        self._said_on_console = False
         self._queue_stuck_since: Optional[float] = None
         self._queue_warned = False
         self._queue_gave_up = False
         self._queue_dropped = 0         # in this episode
+        # Bad input is logged rate-limited: a noisy line must not fill the disk.
+        self.log_limit = LogLimiter(logger, self.clock.monotonic)
+
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        problem = port_problem(args.get("port"))
+        return [problem] if problem else []
 
     @property
     def connected(self) -> bool:
         """True while the port is open and past its settle time (see the class doc)."""
-        return self._serial is not None and time.monotonic() >= self._settle_until
+        return self._serial is not None and self.clock.real_monotonic() >= self._settle_until
 
     # -- the loop ---------------------------------------------------------
     def step(self) -> None:
+        self.log_limit.flush()
         if self._serial is None:
             self._try_open()
             return
@@ -266,10 +288,10 @@ class SerialReader(Worker):
         if self._first_data:
             # Only the first bytes after an open can start inside a line.
             self._first_data = False
-            self._skip_partial = time.monotonic() < self._settle_until
+            self._skip_partial = self.clock.real_monotonic() < self._settle_until
             # The port really works: the next loss starts the back-off afresh.  (Not
             # at the open: a port that opens and then fails at once would flap.)
-            self._reopen_delay = self.REOPEN_FIRST
+            self._reopen.reset()
         now = self.clock.now()
         for raw, overlong in self._splitter.feed(data):
             if self._skip_partial:
@@ -280,6 +302,7 @@ class SerialReader(Worker):
             self._handle_line(raw, overlong, now)
 
     def cleanup(self) -> None:
+        self.log_limit.flush(final=True)
         self._close()
 
     # -- port handling ----------------------------------------------------
@@ -291,13 +314,17 @@ class SerialReader(Worker):
                 self._down_since = self.clock.monotonic()
                 logger.warning("port %s: cannot open (%s); retrying every %g..%g s until it appears",
                                self.port, exc, self.REOPEN_FIRST, self.REOPEN_MAX)
+            elif not self._said_on_console and self.clock.monotonic() - self._down_since >= self.CONSOLE_AFTER:
+                self._said_on_console = True      # once: a person at the terminal should know
+                logger.info("port %s: still cannot open it after %.0f s (%s); kei keeps trying",
+                               self.port, self.clock.monotonic() - self._down_since, exc,
+                               extra={"console": True})
             else:
                 logger.debug("port %s: still not there (%s)", self.port, exc)
-            self.wait(self._reopen_delay)
-            self._reopen_delay = min(self._reopen_delay * 2, self.REOPEN_MAX)
+            self.wait(self._reopen.next())
             return
         self._splitter.reset()
-        self._settle_until = time.monotonic() + self.SETTLE_SECONDS
+        self._settle_until = self.clock.real_monotonic() + self.SETTLE_SECONDS
         self._skip_partial = False
         self._first_data = True
         if self._down_since is not None and self._ever_opened:
@@ -316,8 +343,7 @@ class SerialReader(Worker):
         self._close()
         self._down_since = self.clock.monotonic()
         # Wait before the first reopen: a vanished device node needs a moment to go.
-        self.wait(self._reopen_delay)
-        self._reopen_delay = min(self._reopen_delay * 2, self.REOPEN_MAX)
+        self.wait(self._reopen.next())
 
     def _close(self) -> None:
         port, self._serial = self._serial, None
@@ -331,8 +357,8 @@ class SerialReader(Worker):
     def _handle_line(self, raw: bytes, overlong: bool, now: Any) -> None:
         if overlong:
             self.stats["invalid"] += 1
-            logger.warning("port %s: skipped a line longer than %d bytes: %s",
-                           self.port, self.LINE_LIMIT, show(raw))
+            self.log_limit.warning(self.port, "bad lines", "port %s: skipped a line longer than %d bytes: %s",
+                                   self.port, self.LINE_LIMIT, show(raw))
             return
         if raw.endswith(b"\r"):
             raw = raw[:-1]   # CRLF: the CR is part of the terminator, not of the text shown
@@ -343,7 +369,8 @@ class SerialReader(Worker):
             reading = parse_line(raw)
         except ProtocolError as exc:
             self.stats["invalid"] += 1
-            logger.warning("port %s: skipped invalid line %s: %s", self.port, show(raw), exc)
+            self.log_limit.warning(self.port, "bad lines", "port %s: skipped invalid line %s: %s",
+                                   self.port, show(raw), exc)
             return
         if reading.data_id is not None and self._duplicates.seen(reading, self.clock.monotonic()):
             self.stats["duplicates"] += 1
@@ -351,8 +378,8 @@ class SerialReader(Worker):
             return
         if self.checker is not None and not self._check(reading):
             self.stats["rejected"] += 1
-            logger.warning("port %s: %s,%s value %r rejected by the checker", self.port,
-                           reading.unit, reading.sensor, reading.value)
+            self.log_limit.warning(self.port, "rejected readings", "port %s: %s,%s value %r rejected by the "
+                                   "checker", self.port, reading.unit, reading.sensor, reading.value)
             return
         record = Record(now, reading.unit, reading.sensor, reading.value, reading.data_id or "x")
         self._put(record)
@@ -378,6 +405,7 @@ class SerialReader(Worker):
                 pass
             else:
                 self.stats["records"] += 1
+                self.health.count("out")
                 self.health.reading(record)
                 if self._queue_stuck_since is not None:
                     if self._queue_warned or self._queue_gave_up:
@@ -399,7 +427,9 @@ class SerialReader(Worker):
             if self._queue_gave_up or self.stopping or stuck >= self.QUEUE_GIVE_UP_SECONDS:
                 self._queue_gave_up = True
                 self.stats["dropped"] += 1
+                self.health.count("dropped")
                 self._queue_dropped += 1
-                logger.error("port %s: record_que full for %.0f s%s; dropped reading %s", self.port, stuck,
-                             " at stop" if self.stopping else "", record.to_raw_line())
+                self.log_limit.message(logging.ERROR, self.port, "dropped readings",
+                                       "port %s: record_que full for %.0f s%s; dropped reading %s", self.port,
+                                       stuck, " at stop" if self.stopping else "", record.to_raw_line())
                 return

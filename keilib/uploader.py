@@ -139,6 +139,7 @@ class HttpPostUploader(SpooledOutput):
 
     CONSUMES = ("upload_que",)
     ACTION = "upload"
+    REQUIRES = [("requests", "python3 -m pip install requests", "sudo apt install python3-requests")]
     # The launcher hands items over through the spool (keilib.spool.SpoolQueue).
     DURABLE_INTAKE = True
     encode_item = staticmethod(encode_block)
@@ -163,6 +164,13 @@ class HttpPostUploader(SpooledOutput):
         self.url_for_logs = safe_url(target_url)
         self.secrets = [upload_key]
         self._session: Any = None
+
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        url = args.get("target_url")
+        if isinstance(url, str) and "example.com" in url:
+            return ["target_url %s is the example's; put your server's upload.php there" % safe_url(url)]
+        return []
 
     @classmethod
     def spool_path(cls, spool_dir: Any) -> Path:

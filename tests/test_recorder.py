@@ -318,3 +318,92 @@ def test_held_upload_blocks_are_bounded(tmp_path, fake_clock, monkeypatch, caplo
         recorder.request_stop()
         upload_que.get_nowait()
         recorder.stop(10)
+
+
+def fill(directory) -> None:
+    """Fill a file system to the last byte (whole pages, then single bytes)."""
+    with open(directory / "filler", "wb", buffering=0) as handle:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    handle.write(b"x" * size)
+            except OSError:
+                pass
+
+
+def test_a_line_cut_by_a_full_disk_is_finished_not_repeated(small_fs, fake_clock, caplog):
+    """The kernel writes part of a line before ENOSPC (the raw file's last page
+    had room for a few bytes): once space returns the rest of that line is
+    written, so every line is whole and every reading is there once."""
+    directory, mounted = small_fs
+    if not mounted:
+        pytest.skip("needs root to mount a small tmpfs")
+    raw = directory / "20260520-p.txt"
+    pad = ["2026/05/20 13:00:00,U,pad,%d,x\n" % n for n in range(10 ** 6)]
+    text, number = "", 0
+    while len(text) + len(pad[number]) + 30 <= 4090:      # 6 bytes left in the file's page
+        text += pad[number]
+        number += 1
+    text += "2026/05/20 13:00:00,U,pad,%s,x\n" % ("7" * (4090 - len(text) - 29))
+    raw.write_text(text)
+    assert raw.stat().st_size == 4090
+    fill(directory)
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="p", directory=str(directory), clock=fake_clock,
+                            retry_seconds=5)
+    recorder.start()
+    try:
+        for second in range(5):
+            record_que.put(Record(D(2026, 5, 20, 14, 0, second), "u1", "seq", 470 + second))
+        wait_for(lambda: "cannot write" in caplog.text, message="the full disk noticed")
+        assert raw.stat().st_size == 4096                  # the kernel took part of a line
+        (directory / "filler").unlink()
+        fake_clock.advance(6)
+        wait_for(lambda: len(lines(raw)) == text.count("\n") + 5, message="held lines written")
+    finally:
+        recorder.stop(5)
+    written = lines(raw)
+    for line in written:
+        Record.parse_raw_line(line)                        # every line is well-formed
+    assert written[-5:] == ["2026/05/20 14:00:0%d,u1,seq,%d,x" % (s, 470 + s) for s in range(5)]
+
+
+def test_half_a_line_left_by_a_crash_is_cut_at_open(tmp_path, fake_clock, caplog):
+    raw = tmp_path / "20260520-c.txt"
+    raw.write_bytes(b"2026/05/20 13:59:59,U,S,1,x\n2026/05/20 14:0")      # kill -9 mid-write
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="c", directory=str(tmp_path), clock=fake_clock)
+    recorder.start()
+    try:
+        record_que.put(Record(D(2026, 5, 20, 14, 0, 1), "U", "S", 2))
+        wait_for(lambda: len(lines(raw)) == 2)
+    finally:
+        recorder.stop(5)
+    assert lines(raw) == ["2026/05/20 13:59:59,U,S,1,x", "2026/05/20 14:00:01,U,S,2,x"]
+    assert "ended in an incomplete line (15 bytes" in caplog.text
+
+
+def test_a_25_minute_step_back_averages_every_repeated_reading(rig, fake_clock, caplog):
+    """NTP steps the clock back 25 minutes, from 15:45:39 to 15:20:39 (the
+    issue's case: the old 20-minute margin below the last written window end,
+    15:40, did not notice it): the first reading after the step, and every one
+    in the repeated windows, is averaged and uploaded."""
+    record_que, upload_que, _, tmp = rig
+    fake_clock.set(D(2026, 12, 1, 15, 35, 0))
+    for minute in (31, 32):
+        record_que.put(Record(D(2026, 12, 1, 15, minute, 0), "u1", "seq", minute))
+    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 2)
+    fake_clock.set(D(2026, 12, 1, 15, 45, 39))                  # the 15:30 window is written
+    wait_for(lambda: lines(tmp / "sum20261201-mylog.txt") == ["2026/12/01 15:30,u1,seq,31.5"])
+    upload_que.get(timeout=2)
+    fake_clock.set(D(2026, 12, 1, 15, 20, 39))                  # stepped back 25 minutes
+    record_que.put(Record(D(2026, 12, 1, 15, 20, 39), "u1", "seq", 20))   # the first after the step
+    record_que.put(Record(D(2026, 12, 1, 15, 33, 0), "u1", "seq", 33))
+    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 4)
+    fake_clock.set(D(2026, 12, 1, 15, 45, 39))
+    wait_for(lambda: len(lines(tmp / "sum20261201-mylog.txt")) == 3)
+    assert lines(tmp / "sum20261201-mylog.txt")[1:] == ["2026/12/01 15:20,u1,seq,20.0",
+                                                        "2026/12/01 15:30,u1,seq,33.0"]
+    uploaded = "".join(upload_que.get(timeout=2)[1] for _ in range(2))
+    assert uploaded.splitlines() == lines(tmp / "sum20261201-mylog.txt")[1:]
+    assert "late reading" not in caplog.text and "the clock went back" in caplog.text
