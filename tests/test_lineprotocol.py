@@ -54,12 +54,12 @@ def test_sub_second_records_are_written_in_milliseconds():
 
 
 def test_escaping_of_site_tag():
-    line = lineprotocol.encode(Record(T, "BR", "E7", 1), r"my home, 2F=a\b")[1]
-    assert r"site=my\ home\,\ 2F\=a\\b," in line
+    line = lineprotocol.encode(Record(T, "BR", "E7", 1), "my home, 2F=a")[1]
+    assert r"site=my\ home\,\ 2F\=a," in line
     assert lineprotocol.escape_measurement("a b,c=d") == r"a\ b\,c=d"
 
 
-@pytest.mark.parametrize("bad", ["", "a\nb", "tab\there", " padded", 5, None])
+@pytest.mark.parametrize("bad", ["", "a\nb", "tab\there", " padded", "back\\slash", 5, None])
 def test_bad_site_is_refused(bad):
     with pytest.raises(ValueError):
         lineprotocol.check_site(bad)
@@ -132,14 +132,15 @@ def test_escaped_lines_read_back_from_influxdb(influxdb):  # noqa: F811
 
 
 def test_any_site_name_survives_the_round_trip_through_both_servers(tmp_path):
-    """Random site names (quotes, backslashes, '=', ',', spaces, non-ASCII) come
-    back from the servers exactly as written."""
+    """Random site names (quotes, '=', ',', spaces, non-ASCII) come back from
+    the servers exactly as written (a backslash is refused by check_site: the
+    servers disagree on it, as this test found)."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
     from servers import InfluxDB, VictoriaMetrics
     names = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=20) \
-        .map(str.strip).filter(bool)
+        .map(str.strip).filter(bool).filter(lambda name: "\\" not in name)
     vm = VictoriaMetrics(tmp_path / "vm")
     influx = InfluxDB(tmp_path / "influx")
     try:
