@@ -287,3 +287,26 @@ def test_401_echoing_the_token_is_logged_redacted_at_error(make_writer, caplog):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_averager_aggregates_reach_victoriametrics_as_kei_10min(victoria, make_writer, fake_clock):  # noqa: F811
+    """Readings -> the real Averager (fake clock crosses the window) -> InfluxWriter."""
+    from keilib.average import Averager
+    record_que, aggregate_que = queue.Queue(), queue.Queue()
+    averager = Averager(record_que, aggregate_que, window=600, grace=30, clock=fake_clock)
+    start = fake_clock.now()                                  # 14:00:00, a window start
+    for i, value in enumerate([100, 200, 600]):
+        record_que.put(Record(start + datetime.timedelta(seconds=60 * i), "BR", "E7", value))
+    averager.start()
+    try:
+        make_writer(victoria.url, record_que=aggregate_que)
+        wait_for(lambda: record_que.empty(), timeout=10)
+        fake_clock.advance(600 + 31)                          # the window ends, grace passes
+        wait_for(lambda: victoria.export('{__name__="kei_10min_count"}'), timeout=20)
+    finally:
+        assert averager.stop(5)
+    stamp = int(start.timestamp()) * 1000
+    got = {name: victoria.export('{__name__="kei_10min_%s",sensor="E7"}' % name)[0]
+           for name in ("mean", "min", "max", "count")}
+    assert {name: (s["timestamps"], s["values"]) for name, s in got.items()} == {
+        "mean": ([stamp], [300]), "min": ([stamp], [100]), "max": ([stamp], [600]), "count": ([stamp], [3])}
