@@ -310,3 +310,22 @@ def test_averager_aggregates_reach_victoriametrics_as_kei_10min(victoria, make_w
            for name in ("mean", "min", "max", "count")}
     assert {name: (s["timestamps"], s["values"]) for name, s in got.items()} == {
         "mean": ([stamp], [300]), "min": ([stamp], [100]), "max": ([stamp], [600]), "count": ([stamp], [3])}
+
+
+def _readme_block(after: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    return text[text.index(after):].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("heading", ["### InfluxWriter: InfluxDB / VictoriaMetrics", "### PrometheusExporter"])
+def test_readme_config_blocks_make_their_workers(heading, tmp_path, monkeypatch):
+    """The README's worker_def entries are valid: import line + one entry."""
+    import textwrap
+    block = _readme_block(heading)
+    first, rest = block.split("\n", 1)
+    namespace = {"record_que": queue.Queue()}
+    exec(first, namespace)                                  # noqa: S102 - our own README
+    [entry] = eval("[%s\n]" % textwrap.dedent(rest), namespace)  # noqa: S307
+    monkeypatch.chdir(tmp_path)
+    worker = entry["class"](**entry["args"])
+    assert type(worker).__name__ in heading
