@@ -67,6 +67,17 @@ def test_hardening_that_keeps_the_serial_ports(unit):
     assert not service["WorkingDirectory"][0].startswith(("/usr", "/etc", "/boot", "/home"))
 
 
+def test_notify_type_and_watchdog(unit):
+    service = unit["Service"]
+    assert service["Type"] == ["notify"]            # kei sends READY=1 (keilib/sdnotify.py)
+    assert service["NotifyAccess"] == ["main"]
+    # longer than kei's ping interval (half of it) and shorter than the wedge
+    # rule's 300 s, so a wedged kei is restarted within 7 minutes
+    assert 10 <= int(service["WatchdogSec"][0]) <= 300
+    # a watchdog kill must lead to a restart
+    assert service["Restart"][0] in ("on-failure", "on-watchdog", "on-abnormal", "always")
+
+
 def test_ordering_and_install(unit):
     assert "network-online.target" in unit["Unit"]["After"][0].split()
     assert "network-online.target" in unit["Unit"]["Wants"][0].split()
