@@ -440,6 +440,7 @@ def prepare(config_path: str) -> tuple:
 # asked for; the function takes the remaining arguments and returns the exit
 # status.  ``kei`` alone (or with options) runs the daemon.
 SUBCOMMANDS: Dict[str, str] = {
+    "query": "keilib.query:main",        # issue 13: CSV from the SQLite store
 }
 
 
