@@ -230,3 +230,29 @@ def test_checkpoint_gaps_split_trim_and_survive_a_restart(tmp_path):
 def test_backfill_days_is_checked():
     with pytest.raises(ConfigError, match="backfill_days"):
         BrouteReader(BP35C2("sim://wisun", 115200), ROUTE_B_ID, PASSWORD, backfill_days=100)
+
+
+def test_the_session_dropping_mid_backfill_stops_it_and_a_rejoin_finishes_it(stations, caplog):
+    caplog.set_level(logging.DEBUG, logger="keilib")
+    station = stations(start=datetime.datetime(2026, 11, 24, 9, 10), history2=False)
+    station.start_reader()
+    first = wait_for(lambda: held_stamp(station), timeout=15, message="a first EA")
+    station.stop_reader()
+    station.leap(3 * 86400)
+    station.module.delay_next_reply(20.0, 200)        # a slow meter: the back-fill takes a while
+    reader = station.start_reader()
+    wait_for(lambda: reader.health.snapshot()["counters"].get("history_frames", 0) >= 4, timeout=20)
+    station.module.terminate_session()                 # EVENT 26 in the middle of it
+    wait_for(lambda: station.checkpoint().get("gaps") == [] and held_stamp(station) > first
+             + datetime.timedelta(days=2), timeout=40, message="the gap back-filled after the rejoin")
+    last = held_stamp(station)
+    station.stop_reader()
+    station.recorder.stop(5)
+    check_series(station, first, last)
+    # Nothing was sent to the meter between the drop and the next session.
+    messages = [record.getMessage() for record in caplog.records]
+    dropped = next(i for i, m in enumerate(messages) if "the meter ended the session (EVENT 26)" in m)
+    back = next(i for i, m in enumerate(messages) if i > dropped and "-> POLL" in m)
+    assert not [m for m in messages[dropped:back] if m.startswith(">> SKSENDTO")]
+    # ... and the back-fill went on in the new session.
+    assert [m for m in messages[back:] if m.startswith("B-route history:") and "half hours read" in m]
