@@ -256,3 +256,68 @@ def test_the_session_dropping_mid_backfill_stops_it_and_a_rejoin_finishes_it(sta
     assert not [m for m in messages[dropped:back] if m.startswith(">> SKSENDTO")]
     # ... and the back-fill went on in the new session.
     assert [m for m in messages[back:] if m.startswith("B-route history:") and "half hours read" in m]
+
+
+def _answer_reader(tmp_path, gap_day: datetime.date) -> BrouteReader:
+    """A reader (not started) with D3 = 10 and E1 = 0.1 kWh known, a checkpoint
+    held at 06:00 of the day after ``gap_day``, and the whole of ``gap_day`` missing."""
+    reader = BrouteReader(BP35C2("sim://wisun?name=unused", 115200), ROUTE_B_ID, PASSWORD,
+                          record_que=queue.Queue(), scan_cache=str(tmp_path / "scan.json"))
+    reader.coefficient, reader.unit_code, reader.digits = 10, 0x01, 6
+    midnight = datetime.datetime.combine(gap_day, datetime.time())
+    reader.history.held = midnight + datetime.timedelta(days=1, hours=6)
+    reader.history.gaps = [(midnight + datetime.timedelta(days=1), midnight)]
+    reader.history_get_map = (0xE2, 0xE5)
+    return reader
+
+
+def _answer(reader: BrouteReader, prop_epc: int, edt: bytes, **pending: Any) -> List[Any]:
+    from keilib import echonet
+    reader.history_pending = dict(pending, tid=0x55, label="get", sent_at=0.0, epc=pending.get("epc", prop_epc))
+    frame = echonet.Frame(0x55, echonet.METER, echonet.CONTROLLER, echonet.ESV.GET_RES,
+                          (echonet.Property(prop_epc, edt),))
+    assert reader.history_answer(frame, datetime.datetime(2026, 1, 1))
+    records = []
+    while not reader.record_que.empty():
+        records.append(reader.record_que.get())
+    return records
+
+
+def test_daily_history_answers(tmp_path, caplog):
+    from keilib import echonet
+    caplog.set_level(logging.INFO, logger="keilib")
+    day = datetime.date(2026, 11, 23)
+    reader = _answer_reader(tmp_path, day)
+    # E5 never set (day 0x00FF, all "no data"): nothing recorded, the gap stays
+    assert _answer(reader, 0xE2, echonet.encode_daily_history(0xFF, [echonet.NO_DATA] * 48),
+                   day=1, date=day) == []
+    assert "E2 carries no day" in caplog.text and reader.history.missing == 49
+    # Day 1 asked, day 2 reported: that day's values are not the gap's; nothing recorded
+    values = [100 + slot for slot in range(48)]
+    assert _answer(reader, 0xE2, echonet.encode_daily_history(2, values), day=1, date=day) == []
+    assert "asked for day 1, the meter reports day 2" in caplog.text
+    # The right day, with two "no data" slots: 46 records, scaled by D3 x E1, at the
+    # meter's half-hour times from 00:00; the whole day is done (the next day's 00:00
+    # is slot 0 of the next day's E2: still missing)
+    values[5] = values[6] = echonet.NO_DATA
+    records = _answer(reader, 0xE2, echonet.encode_daily_history(1, values), day=1, date=day)
+    midnight = datetime.datetime.combine(day, datetime.time())
+    assert [(r.timestamp, r.sensor, r.value, r.data_id) for r in records][:2] == [
+        (midnight, "EA", 100.0, "hist"), (midnight + HALF_HOUR, "EA", 101.0, "hist")]
+    assert len(records) == 46 and midnight + 5 * HALF_HOUR not in [r.timestamp for r in records]
+    assert "no data for 2 half hours" in caplog.text
+    assert reader.history.gaps == [(midnight + datetime.timedelta(days=1),) * 2]
+
+
+def test_ec_answer_newest_first_across_midnight(tmp_path):
+    from keilib import echonet
+    day = datetime.date(2026, 11, 23)
+    reader = _answer_reader(tmp_path, day)
+    newest = datetime.datetime.combine(day, datetime.time()) + datetime.timedelta(days=1)   # the 00:00 slot
+    pairs = [(2 - index, echonet.NO_DATA) for index in range(3)] + [(999_999, echonet.NO_DATA)]
+    records = _answer(reader, 0xEC, echonet.encode_energy_history(newest, pairs), epc=0xEC)
+    # D3 10 x E1 0.1 kWh = 1 kWh per count; values as the meter counts them, across its
+    # 10^6 wrap (kei query --wrap counts across it)
+    assert [(r.timestamp, r.value) for r in records] == [
+        (newest, 2.0), (newest - HALF_HOUR, 1.0), (newest - 2 * HALF_HOUR, 0.0), (newest - 3 * HALF_HOUR, 999999.0)]
+    assert reader.history.gaps == [(newest - 4 * HALF_HOUR, newest - datetime.timedelta(days=1))]

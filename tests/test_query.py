@@ -78,3 +78,17 @@ def test_a_missing_database_or_sensor_is_one_clear_line(tmp_path, store):
     assert status != 0 and "no database" in err
     status, _, err = kei_query(store, "readings", "XX")
     assert status == 1 and "no sensor BR/XX" in err
+
+
+def test_energy_across_the_counter_wrap_needs_and_uses_wrap(tmp_path, fake_clock):
+    que: "queue.Queue" = queue.Queue()
+    que.put(Record(DAY, "BR", "EA", 99990.5))                        # 6 digits of 0.1 kWh: wraps at 100000
+    que.put(Record(DAY + datetime.timedelta(days=1), "BR", "EA", 7.5, HISTORY_DATA_ID))
+    recorder = SqlRecorder(que, database=str(tmp_path / "kei.sqlite"), clock=fake_clock)
+    recorder.start()
+    wait_for(que.empty, timeout=10)
+    assert recorder.stop(5)
+    status, rows, _ = kei_query(tmp_path, "energy", "2026-11-24")
+    assert status == 1 and rows[1][:3] == ["2026-11-24", "", ""] and "give --wrap" in rows[1][3]
+    status, rows, _ = kei_query(tmp_path, "energy", "2026-11-24", "--wrap", "100000")
+    assert status == 0 and rows[1] == ["2026-11-24", "17", "", "EA"]
