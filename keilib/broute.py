@@ -52,6 +52,25 @@ The scan result is cached in ``scancache.json`` in the work directory (written
 atomically) and reused at the next start, which skips the minutes-long scan,
 until a join with it fails.
 
+Back-fill (keilib/backfill.py and the ``history_*`` methods): a small
+checkpoint file (``history_checkpoint``, beside the scan cache) keeps the
+newest half hour whose EA kei holds and the half hours still missing.  An EA
+later than the next half hour (after a stop, a pulled stick, a rejoin, a run
+of misses; at each session start EA is read once to see it at once) opens a
+gap, which is read from the meter's history, newest first, for up to
+``backfill_days`` (default 7, at most 99; 0 turns it off): EC after setting ED
+(12 half hours per request) when the meter's Get property map lists EC and ED,
+else E2 (+E4) after setting E5 (one day per request).  Every time involved is
+the meter's own (its EA stamps), so a meter clock that differs from ours does
+no harm; E5's day is derived from the meter's date and a read is put off while
+that date is uncertain (around the meter's midnight).  History requests start
+only when no regular poll is due within 2 s and nothing else is in flight,
+count against the airtime budget and stop while it is above half the limit,
+and anything in flight is dropped when the session drops.  They become EA/EB
+records stamped with the meter's half-hour time and data id ``hist``
+(record.HISTORY_DATA_ID); "no data" slots are skipped (logged once per
+answer).  The first start ever (no checkpoint) back-fills nothing.
+
 Route-B radios may transmit at most 360 s per hour (ARIB STD-T108).  The
 reader estimates the airtime of what it sends, refuses at start-up a schedule
 that could exceed the budget, and pauses sending if the hour's total nears it.
@@ -65,7 +84,8 @@ that could exceed the budget, and pauses sending if the hour's total nears it.
               'broute_pwd': 'XXXXXXXXXXXX',                      # 12 characters
               'requests': [{'epc': ['E7'], 'cycle': 10},
                            {'epc': ['E0', 'E3'], 'cycle': 300}],
-              'record_que': record_que}}
+              'record_que': record_que,
+              'backfill_days': 7}}                # optional: 0..99, 0 = no back-fill
 """
 
 from __future__ import annotations
