@@ -51,10 +51,14 @@ never dropped).  Recovery is logged once.
 Items that are neither Records nor aggregates (nor keilog's 4-item lists)
 are skipped with one log line each.
 
+Aggregates may come on ``record_que`` or on their own ``aggregate_que`` (the
+Averager's output): one worker, one writer thread, takes from both.
+
 ``worker_def`` entry::
 
     {'class': SqlRecorder,
-     'args': {'record_que': record_que,        # Records and/or Aggregates
+     'args': {'record_que': record_que,        # Records (and/or Aggregates)
+              'aggregate_que': aggregate_que,  # optional: the Averager's output
               'database': 'kei.sqlite'}}       # optional; in the work directory
 """
 
@@ -163,19 +167,23 @@ class SqlRecorder(Worker):
     ``worker_def`` entry::
 
         {'class': SqlRecorder,
-         'args': {'record_que': record_que,        # Records and/or Aggregates
+         'args': {'record_que': record_que,        # Records (and/or Aggregates)
+                  'aggregate_que': aggregate_que,  # optional: the Averager's output
                   'database': 'kei.sqlite'}}       # optional; in the work directory
     """
 
-    CONSUMES = ("record_que",)
+    CONSUMES = ("record_que", "aggregate_que")
     BUFFER_POLICY = "hold"
 
     def __init__(self, record_que: "queue.Queue[Any]", database: str = DEFAULT_DATABASE,
                  batch_size: int = 500, commit_seconds: float = 1.0, retry_seconds: float = 10.0,
-                 max_pending: int = 50_000, clock: Optional[Clock] = None, name: Optional[str] = None):
+                 max_pending: int = 50_000, aggregate_que: "Optional[queue.Queue[Any]]" = None,
+                 clock: Optional[Clock] = None, name: Optional[str] = None):
         super().__init__(clock=clock, name=name)
         if record_que is None or not hasattr(record_que, "get"):
             raise ConfigError("argument 'record_que' must be a queue.Queue, got %r" % (record_que,))
+        if aggregate_que is not None and not hasattr(aggregate_que, "get"):
+            raise ConfigError("argument 'aggregate_que' must be a queue.Queue, got %r" % (aggregate_que,))
         if not isinstance(database, str) or not database:
             raise ConfigError("argument 'database' must be a file name, got %r" % (database,))
         for arg, value in (("batch_size", batch_size), ("max_pending", max_pending)):
@@ -185,6 +193,8 @@ class SqlRecorder(Worker):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError("argument %r must be a positive number of seconds, got %r" % (arg, value))
         self.record_que = record_que
+        self.aggregate_que = aggregate_que
+        self.sources = [que for que in (record_que, aggregate_que) if que is not None]
         self.path = database if os.path.isabs(database) else os.path.join(os.getcwd(), database)
         self.batch_size = batch_size
         self.commit_seconds = float(commit_seconds)
@@ -215,7 +225,12 @@ class SqlRecorder(Worker):
                 due = self.retry_at if self.failing_since is not None else \
                     self.first_pending_at + self.commit_seconds
                 timeout = max(0.0, min(0.5, self.clock.to_real(due - now)))
-            item = self.get(self.record_que, timeout=timeout) if timeout > 0 else self._get_nowait()
+            item = self._get_nowait()
+            if item is None and timeout > 0:
+                # Block on the readings; with a second queue, in short slices so
+                # aggregates wait at most 0.2 s.
+                slice_ = timeout if len(self.sources) == 1 else min(timeout, 0.2)
+                item = self.get(self.record_que, timeout=slice_)
             if item is not None:
                 self.add(item)
                 # Drain what is already queued without waiting, up to a batch.
@@ -227,10 +242,12 @@ class SqlRecorder(Worker):
         self.maybe_commit()
 
     def _get_nowait(self) -> Any:
-        try:
-            return self.record_que.get_nowait()
-        except queue.Empty:
-            return None
+        for source in self.sources:
+            try:
+                return source.get_nowait()
+            except queue.Empty:
+                continue
+        return None
 
     def cleanup(self) -> None:
         if self.db is None:

@@ -154,7 +154,7 @@ def _mount(*args):
 def small_fs(tmp_path):
     directory = tmp_path / "small"
     directory.mkdir()
-    if os.geteuid() != 0 or _mount("-t", "tmpfs", "-o", "size=512k", "tmpfs", str(directory)).returncode:
+    if os.geteuid() != 0 or _mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", str(directory)).returncode:
         pytest.skip("needs root to mount a small tmpfs (a real full disk)")
     try:
         yield directory
@@ -166,7 +166,7 @@ def test_full_disk_is_logged_once_and_recovers(small_fs, fake_clock, caplog):
     caplog.set_level(logging.INFO, logger="keilib")
     que: "queue.Queue" = queue.Queue()
     recorder = SqlRecorder(que, database=str(small_fs / "kei.sqlite"), clock=fake_clock,
-                           batch_size=200, commit_seconds=1, retry_seconds=10)
+                           batch_size=200, commit_seconds=1, retry_seconds=10, max_pending=1000)
     recorder.start()
     filler = small_fs / "filler"
     try:
@@ -176,7 +176,7 @@ def test_full_disk_is_logged_once_and_recovers(small_fs, fake_clock, caplog):
         wait_for(lambda: len(rows(small_fs / "kei.sqlite")) == 1)
         fd = os.open(str(filler), os.O_WRONLY | os.O_CREAT)    # fill the disk to the last byte
         try:
-            while os.write(fd, b"\0" * 4096):
+            while os.write(fd, b"\0" * 65536):
                 pass
         except OSError:
             pass
@@ -190,11 +190,19 @@ def test_full_disk_is_logged_once_and_recovers(small_fs, fake_clock, caplog):
         for _ in range(3):                       # retries fail: still one ERROR
             fake_clock.advance(10)
             wait_for(lambda: recorder.health.snapshot()["counters"].get("write_errors", 0) >= 2)
+        # held rows are bounded: the rest waits in the queue (back-pressure, nothing dropped)
+        wait_for(lambda: len(recorder.pending) == 1000)
+        assert que.qsize() == 4000
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "cannot write" in errors[0].getMessage()
         filler.unlink()                          # space again
         fake_clock.advance(10)
-        wait_for(lambda: len(rows(small_fs / "kei.sqlite")) == 5001, timeout=15)
+
+        def all_stored() -> bool:       # rows taken after the recovery commit a second later
+            fake_clock.advance(1)
+            return len(rows(small_fs / "kei.sqlite")) == 5001
+
+        wait_for(all_stored, timeout=15, interval=0.05)
         assert "writing" in caplog.text and "again after" in caplog.text
     finally:
         assert recorder.stop(5)
@@ -244,3 +252,20 @@ def test_kill_9_under_heavy_input_loses_at_most_the_open_batch(tmp_path):
     assert values == [float(n) for n in range(len(values))]
     # Lost: what was in the queue plus the open batch (the bound the docstring states).
     assert 0 <= produced - len(values) <= queue_size + batch
+
+
+def test_aggregates_on_their_own_queue(tmp_path, fake_clock):
+    records: "queue.Queue" = queue.Queue()
+    aggregates: "queue.Queue" = queue.Queue()
+    recorder = SqlRecorder(records, aggregate_que=aggregates, database=str(tmp_path / "kei.sqlite"),
+                           clock=fake_clock, commit_seconds=1)
+    recorder.start()
+    try:
+        aggregates.put(Aggregate(T0, "S1", "TEMP", 21.25, count=60, minimum=21.0, maximum=21.5, window=600))
+        records.put(Record(T0, "S1", "TEMP", 21.0))
+        wait_for(lambda: len(recorder.pending) == 2)
+        fake_clock.advance(1)
+        wait_for(lambda: rows(tmp_path / "kei.sqlite", "aggregate") and rows(tmp_path / "kei.sqlite"))
+    finally:
+        assert recorder.stop(5)
+    assert rows(tmp_path / "kei.sqlite", "aggregate") == [("TEMP", 600, int(T0.timestamp()), 21.25, 21.0, 21.5, 60)]
