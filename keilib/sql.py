@@ -29,7 +29,8 @@ no ``RETURNING`` (3.35), no ``ALTER TABLE DROP COLUMN`` (3.35), no
 
 Migrations: ``MIGRATIONS[n]`` takes a file from version n to n + 1 in one
 transaction; a file written by an older kei is upgraded in place when it is
-opened, a file from a newer kei is refused (one ERROR; the worker stops).
+opened, a file from a newer kei is refused (a configuration error: the worker
+stops with it, and the launcher retries with backoff).
 
 Durability and loss bound: items are taken from the queue and written in
 batches, one transaction each, committed when ``batch_size`` rows are waiting
@@ -208,10 +209,50 @@ class SqlRecorder(Worker):
         self.failing_since: Optional[float] = None
         self.retry_at = 0.0
 
+    # -- the store (PgRecorder implements these for PostgreSQL) ----------------
+    STORE_ERRORS: Tuple[type, ...] = (sqlite3.Error,)
+
+    def open_store(self) -> None:
+        self.db = connect(self.path)
+
+    def close_store(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def describe(self) -> str:
+        return self.path
+
+    def write(self, rows: List[Tuple[Any, ...]]) -> Dict[Tuple[str, str], int]:
+        """One transaction with ``rows``; the sensor ids it added.  Raises STORE_ERRORS."""
+        assert self.db is not None
+        added: Dict[Tuple[str, str], int] = {}
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            readings, aggregates = [], []
+            for row in rows:
+                key = row[1]
+                ident = self.sensor_ids.get(key) or added.get(key)
+                if ident is None:
+                    ident = added[key] = self.sensor_id(key)
+                (readings if row[0] == "r" else aggregates).append((ident,) + row[2:])
+            if readings:
+                self.db.executemany(UPSERT_READING, readings)
+            if aggregates:
+                self.db.executemany(UPSERT_AGGREGATE, aggregates)
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        return added
+
     # -- thread -------------------------------------------------------------
     def setup(self) -> None:
-        self.db = connect(self.path)
         self.health.gauge("pending", 0)
+        self.open_store()
 
     def step(self) -> None:
         now = self.clock.monotonic()
@@ -250,14 +291,14 @@ class SqlRecorder(Worker):
         return None
 
     def cleanup(self) -> None:
-        if self.db is None:
-            return
         if self.pending:
             self.commit()
             if self.pending:
                 logger.error("%s: %d rows could not be stored at stop", self.name, len(self.pending))
-        self.db.close()
-        self.db = None
+        self.close_store()
+
+    def after_error(self) -> None:
+        """After a failed write: SQLite keeps its file open (PostgreSQL reconnects)."""
 
     # -- rows -----------------------------------------------------------------
     def add(self, item: Any) -> None:
@@ -307,41 +348,23 @@ class SqlRecorder(Worker):
 
     def commit(self) -> None:
         """Write every pending row in one transaction; keep them on failure."""
-        assert self.db is not None
-        added: Dict[Tuple[str, str], int] = {}
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            readings, aggregates = [], []
-            for row in self.pending:
-                key = row[1]
-                ident = self.sensor_ids.get(key) or added.get(key)
-                if ident is None:
-                    ident = added[key] = self.sensor_id(key)
-                if row[0] == "r":
-                    readings.append((ident,) + row[2:])
-                else:
-                    aggregates.append((ident,) + row[2:])
-            if readings:
-                self.db.executemany(UPSERT_READING, readings)
-            if aggregates:
-                self.db.executemany(UPSERT_AGGREGATE, aggregates)
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            try:
-                self.db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            if self.db is None:
+                self.open_store()
+            added = self.write(self.pending)
+        except self.STORE_ERRORS as exc:
             now = self.clock.monotonic()
             if self.failing_since is None:
                 self.failing_since = now
                 logger.error("%s: cannot write %s (%s); holding %d rows, retrying every %g s",
-                             self.name, self.path, exc, len(self.pending), self.retry_seconds)
+                             self.name, self.describe(), str(exc).strip(), len(self.pending), self.retry_seconds)
             self.health.count("write_errors")
             self.retry_at = now + self.retry_seconds
+            self.after_error()
             return
         self.sensor_ids.update(added)
         if self.failing_since is not None:
-            logger.info("%s: writing %s again after %.0f s; %d held rows stored", self.name, self.path,
+            logger.info("%s: writing %s again after %.0f s; %d held rows stored", self.name, self.describe(),
                         self.clock.monotonic() - self.failing_since, len(self.pending))
             self.failing_since = None
         self.health.count("stored", len(self.pending))
