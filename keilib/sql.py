@@ -223,6 +223,9 @@ class SqlRecorder(Worker):
     def describe(self) -> str:
         return self.path
 
+    def error_text(self, exc: BaseException) -> str:
+        return str(exc).strip()
+
     def write(self, rows: List[Tuple[Any, ...]]) -> Dict[Tuple[str, str], int]:
         """One transaction with ``rows``; the sensor ids it added.  Raises STORE_ERRORS."""
         assert self.db is not None
@@ -357,7 +360,7 @@ class SqlRecorder(Worker):
             if self.failing_since is None:
                 self.failing_since = now
                 logger.error("%s: cannot write %s (%s); holding %d rows, retrying every %g s",
-                             self.name, self.describe(), str(exc).strip(), len(self.pending), self.retry_seconds)
+                             self.name, self.describe(), self.error_text(exc), len(self.pending), self.retry_seconds)
             self.health.count("write_errors")
             self.retry_at = now + self.retry_seconds
             self.after_error()
