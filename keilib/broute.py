@@ -42,6 +42,10 @@ Records (unit ``BR``, data id ``x``)::
     E8R, E8T  phase currents, A (T is absent on single-phase 2-wire meters)
     E0, E3    cumulative energy forward / reverse, kWh
     EA, EB    fixed-time cumulative energy, kWh, stamped with the meter's time
+    D0, D0R   one-minute cumulative energy import / export, kWh, stamped with
+              the meter's minute (Release R meters; ask for it in ``requests``,
+              e.g. {'epc': ['D0'], 'cycle': 60}; a meter without it answers
+              Get_SNA, logged once)
 
 "No data" values (E7 0x7FFFFFFE, E8 0x7FFE, energy 0xFFFFFFFE, ...) are logged
 and not recorded.  Notifications the meter sends on its own (INF 0x73: EA/EB
@@ -121,7 +125,7 @@ DEFAULT_REQUESTS = [
     {"epc": ["E0", "E3"], "cycle": 300},
 ]
 # What a request may ask for: the values kei records or needs for conversion.
-REQUESTABLE = {"D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
+REQUESTABLE = {"D0", "D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
 MAX_EPCS_PER_FRAME = 6          # a meter must support OPC up to 6 (AIF 2.4.4)
 
 SCAN_DURATIONS = (4, 5, 6, 7, 8)
@@ -775,6 +779,11 @@ class BrouteReader(Worker):
                 self.put(now, "E8T", value.t)    # single-phase 2-wire: T is simply absent
         elif epc in (EPC.E0, EPC.E3):
             self.put(now, name, self.kwh(name, value))
+        elif epc == EPC.ONE_MINUTE_ENERGY:
+            # Release R meters: import (and export) at the last whole minute, the meter's stamp
+            self.put(value.timestamp, "D0", self.kwh("D0", value.normal))
+            if is_value(value.reverse):
+                self.put(value.timestamp, "D0R", self.kwh("D0R", value.reverse))
         elif epc in (EPC.EA, EPC.EB):
             key = (epc, value.timestamp)
             if notification and key in self.notified:

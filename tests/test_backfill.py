@@ -65,9 +65,9 @@ class Station:
         self.recorder.start()
         self.reader: Optional[BrouteReader] = None
 
-    def start_reader(self, **options: Any) -> BrouteReader:
+    def start_reader(self, requests: Any = None, **options: Any) -> BrouteReader:
         self.reader = BrouteReader(BP35C2("sim://wisun?name=%s" % self.name, 115200), ROUTE_B_ID, PASSWORD,
-                                   requests=[{"epc": ["E7"], "cycle": 300}], record_que=self.record_que,
+                                   requests=requests or [{"epc": ["E7"], "cycle": 300}], record_que=self.record_que,
                                    scan_cache=str(self.tmp / "scancache.json"), response_timeout=60.0,
                                    history_checkpoint=str(self.tmp / "history.json"), clock=self.our_clock,
                                    **options)
@@ -321,3 +321,17 @@ def test_ec_answer_newest_first_across_midnight(tmp_path):
     assert [(r.timestamp, r.value) for r in records] == [
         (newest, 2.0), (newest - HALF_HOUR, 1.0), (newest - 2 * HALF_HOUR, 0.0), (newest - 3 * HALF_HOUR, 999999.0)]
     assert reader.history.gaps == [(newest - 4 * HALF_HOUR, newest - datetime.timedelta(days=1))]
+
+
+def test_one_minute_energy_d0_is_recorded_at_the_meters_minute(stations):
+    station = stations(start=datetime.datetime(2026, 11, 24, 9, 10), one_minute=True, reverse=True)
+    station.start_reader(requests=[{"epc": ["D0"], "cycle": 60}])
+    wait_for(lambda: len(station.series("D0")) >= 3 and station.series("D0R"), timeout=20)
+    station.stop_reader()
+    station.recorder.stop(5)
+    for ts, value, data_id in station.series("D0"):
+        minute = local_time(ts)
+        assert minute.second == 0 and data_id == "x"
+        assert value == round(station.meter.energy_raw(minute) * 0.1, 4)
+    for ts, value, _ in station.series("D0R"):
+        assert value == round(station.meter.reverse_energy_raw(local_time(ts)) * 0.1, 4)

@@ -497,3 +497,14 @@ def test_history2_is_a_url_option():
         assert module.meter.history2 is False
     finally:
         module.close()
+
+
+def test_one_minute_energy_d0_only_with_the_option():
+    assert 0xD0 not in SmartMeter().get_epcs
+    assert get(SmartMeter(), T2310, 0xD0).esv == ESV.GET_SNA
+    meter = SmartMeter(one_minute=True, reverse=True)
+    now = T2310 + datetime.timedelta(seconds=42)
+    value = get(meter, now, 0xD0).value(0xD0)
+    assert value.timestamp == T2310
+    assert (value.normal, value.reverse) == (meter.energy_raw(T2310), meter.reverse_energy_raw(T2310))
+    assert get(SmartMeter(one_minute=True), now, 0xD0).value(0xD0).reverse == NO_DATA
