@@ -108,10 +108,11 @@ from keilib.backfill import DEFAULT_DAYS, HALF_HOUR, MAX_DAYS, HistoryCheckpoint
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
+from keilib.ports import port_problem
 from keilib.record import HISTORY_DATA_ID, Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
-from keilib.worker import Worker
+from keilib.worker import Backoff, Worker
 
 __all__ = ["BrouteReader", "WiSunRL7023", "BP35A1", "BP35C2", "BP35C0", "RSWSUHAP", "TxBudget",
            "DEFAULT_REQUESTS"]
@@ -137,6 +138,7 @@ REAUTH_WAIT = 30.0
 TX_BLOCK_CHECK = 300.0          # ask the module (SFB) this often while sending is paused
 TX_BLOCK_MAX = 3900.0           # the limit is counted over an hour; then stop waiting
 FACTORS_RETRY = 30.0
+CONSOLE_AFTER = 60.0            # a module missing this long is said on the terminal too
 BACKOFF_MAX = 60.0
 # Back-fill (the history_* methods): a history request starts only when no
 # regular poll is due within HISTORY_MARGIN s, nothing else is in flight, and
@@ -147,6 +149,11 @@ HISTORY_RETRY = 30.0           # after an unanswered or refused history request
 HISTORY_PAUSE = 600.0          # after HISTORY_FAILURES of them in a row
 HISTORY_FAILURES = 3
 HISTORY_PROBE_EVERY = 300.0    # re-read EA when the meter's date is uncertain (near midnight)
+
+
+# What keiconf_broute.py ships (the simulator's credentials): a real meter
+# needs the ID and password from the power company.
+EXAMPLE_CREDENTIALS = ("00112233445566778899AABBCCDDEEFF", "0123456789AB")
 
 
 class State(enum.Enum):
@@ -283,9 +290,9 @@ class ScanCache:
             logger.warning("ignoring unusable scan cache %s: %s", self.path, exc)
             return None
 
-    def save(self, channel: int, pan_id: int, addr: str) -> None:
+    def save(self, channel: int, pan_id: int, addr: str, now: datetime.datetime) -> None:
         data = {"channel": channel, "pan_id": pan_id, "addr": addr,
-                "saved": datetime.datetime.now().isoformat(timespec="seconds")}
+                "saved": now.isoformat(timespec="seconds")}
         temp = self.path + ".tmp"
         try:
             with open(temp, "w", encoding="utf-8") as handle:
@@ -386,10 +393,26 @@ class BrouteReader(Worker):
         self.session_lost_at: Optional[float] = None
         self.scan_attempt = 0
         self.join_failures = 0
-        self.backoff = 1.0
+        self.backoff = Backoff(1.0, BACKOFF_MAX)
         self.notified: Deque[Tuple[int, datetime.datetime]] = deque(maxlen=16)
         self.refusals: set = set()
         self.history_init(backfill_days, history_checkpoint)
+        self.port_missing_since: Optional[float] = None
+        self.said_on_console = False
+
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        device = args.get("wisundev")
+        port = getattr(device, "port", None) or args.get("port")
+        warnings = []
+        problem = port_problem(port)
+        if problem:
+            warnings.append(problem)
+        if isinstance(port, str) and not port.startswith("sim://") and \
+                (args.get("broute_id"), args.get("broute_pwd")) == EXAMPLE_CREDENTIALS:
+            warnings.append("broute_id and broute_pwd are the example's (the simulator's); a real meter "
+                            "needs the Route-B ID and password from your power company")
+        return warnings
 
     # -- state machine -------------------------------------------------------
     def setup(self) -> None:
@@ -437,18 +460,23 @@ class BrouteReader(Worker):
             raise Cancelled()
 
     def next_backoff(self) -> float:
-        delay = self.backoff
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
-        return delay
+        return self.backoff.next()
 
     def do_init(self) -> None:
         try:
             self.device.open()
         except DeviceGone as exc:
             delay = self.next_backoff()
-            logger.warning("B-route: %s; trying again in %g s", exc, delay)
+            now = self.clock.monotonic()
+            if self.port_missing_since is None:
+                self.port_missing_since = now
+            console = not self.said_on_console and now - self.port_missing_since >= CONSOLE_AFTER
+            if console:
+                self.said_on_console = True   # once: a person at the terminal should know
+            logger.warning("B-route: %s; trying again in %g s", exc, delay, extra={"console": console})
             self.pause(delay)
             return
+        self.port_missing_since = None
         self.transition(State.OPEN, "port open")
 
     def do_open(self) -> None:
@@ -499,7 +527,7 @@ class BrouteReader(Worker):
             return
         self.pan = {"channel": found.channel, "pan_id": found.pan_id, "addr": found.addr}
         self.pan_from_cache = False
-        self.cache.save(found.channel, found.pan_id, found.addr)
+        self.cache.save(found.channel, found.pan_id, found.addr, self.clock.now())
         self.transition(State.JOIN, "meter found on channel %02X, PAN %04X, LQI %02X"
                         % (found.channel, found.pan_id, found.lqi))
 
@@ -524,7 +552,7 @@ class BrouteReader(Worker):
             return
         self.join_failures = 0
         self.scan_attempt = 0
-        self.backoff = 1.0
+        self.backoff.reset()
         self.start_session()
         self.transition(State.POLL, "PANA session established")
 
@@ -817,10 +845,12 @@ class BrouteReader(Worker):
         for _ in range(10):
             try:
                 self.record_que.put(record, timeout=0.5)
+                self.health.count("out")
                 return
             except queue.Full:
                 if self.stopping:
                     break
+        self.health.count("dropped")
         logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
 
     # -- back-fill from the meter's history (issue 13) -------------------------------

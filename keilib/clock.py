@@ -5,7 +5,9 @@ Every worker takes a ``clock``.  It gives two kinds of time:
 * ``now()``: the local wall-clock time as a naive ``datetime``; used only to
   stamp readings and name files;
 * ``monotonic()``: seconds that never jump; used for every interval, schedule
-  and timeout, so that an NTP step cannot stall or rush the loops.
+  and timeout, so that an NTP step cannot stall or rush the loops;
+* ``real_monotonic()``: real seconds even for a scaled or fake clock, for
+  the few things that are about bytes on a wire.
 
 ``wait(event, seconds)`` is the only way a worker sleeps: it returns early (True)
 when the event is set, so a stop request is honoured at once.
@@ -39,6 +41,12 @@ class Clock:
     def to_real(self, seconds: float) -> float:
         """Real seconds that pass while this clock advances ``seconds``."""
         return seconds
+
+    def real_monotonic(self) -> float:
+        """Real seconds that never jump, whatever this clock's own pace: for
+        what is about bytes on a wire (a port's settle time), which a fast
+        or fake clock does not speed up."""
+        return time.monotonic()
 
 
 SYSTEM_CLOCK = Clock()

@@ -16,10 +16,23 @@ INFO <-> DEBUG.  SIGHUP, SIGINT and SIGTERM stop every worker and exit 0.
 
 Signal handlers only record what happened; the main thread acts on it.
 
-Supervision (states per worker)::
+Supervision (states per worker, ``WorkerState``)::
 
     STARTING -> RUNNING --(thread ends unasked)--> BACKOFF --(delay)--> STARTING
     RUNNING --(stop signal)--> STOPPING -> STOPPED
+
+Wiring (``wire``, before any thread starts): a queue that several workers
+consume is fanned out, each consumer getting every item through its own
+buffer (``keilib.fanout``); a queue whose consumer wants a durable hand-off
+(the HTTP uploader) becomes a ``keilib.spool.SpoolQueue``.  Mis-wiring that
+is surely a mistake is refused: one queue used for readings by one entry and
+for upload blocks by another (``record_que`` passed as ``upload_que``), a
+worker taking from the queue it puts into, and two entries claiming the same
+files or spool directory (two FileRecorders with one ``fname_base``).
+
+Health: one ``keilib.health.Health`` per configured worker, kept across
+restarts (the ``restarts`` counter and the ``worker`` state are the
+launcher's), all in one ``Registry``.
 
 A worker that dies is logged with its class and traceback and replaced by a
 fresh instance built from the same definition after 1 s, doubling to 60 s;
@@ -33,6 +46,7 @@ was queued for it.
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib.util
 import inspect
 import logging
@@ -49,7 +63,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from keilib import __version__
 from keilib.errors import ConfigError
-from keilib.worker import Worker
+from keilib.fanout import DEFAULT_BUFFER, HOLD, FanOutQueue, Inbox
+from keilib.health import Health, Registry
+from keilib.worker import Backoff, Worker
 
 logger = logging.getLogger("kei")
 
@@ -77,13 +93,27 @@ or name another file with -c PATH.  To see kei run with no hardware at all:
 
 # -- configuration --------------------------------------------------------
 
+class WorkerState(enum.Enum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    BACKOFF = "BACKOFF"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+
 class WorkerSpec:
-    """One validated ``worker_def`` entry."""
+    """One validated ``worker_def`` entry.
+
+    ``args`` are the config's own; ``wired_args`` are what instances are built
+    with (shared queues replaced by fan-out queues, inboxes or spool queues).
+    """
 
     def __init__(self, index: int, cls: type, args: Dict[str, Any]):
         self.index = index
         self.cls = cls
         self.args = args
+        self.wired_args = dict(args)
+        self.health = Health(self.label, cls.__name__)
 
     @property
     def label(self) -> str:
@@ -101,7 +131,9 @@ class WorkerSpec:
         return self.queues(getattr(self.cls, "PRODUCES", ()))
 
     def build(self) -> Worker:
-        return self.cls(**self.args)
+        instance = self.cls(**self.wired_args)
+        instance.health = self.health
+        return instance
 
 
 def load_config(path: str) -> Any:
@@ -179,7 +211,105 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
                                   % (where, name, type(value).__name__))
         specs.append(WorkerSpec(index, cls, args))
     check_queues(specs, source)
+    check_wiring(specs, source)
     return specs
+
+
+def queue_uses(specs: List[WorkerSpec]) -> Dict[int, List[tuple]]:
+    """id(queue) -> [(spec, argument, consumes?)] for every queue argument."""
+    uses: Dict[int, List[tuple]] = {}
+    for spec in specs:
+        consumes = set(getattr(spec.cls, "CONSUMES", ()))
+        for name, value in spec.args.items():
+            if isinstance(value, queue.Queue):
+                uses.setdefault(id(value), []).append((spec, name, name in consumes))
+    return uses
+
+
+def queue_kind(cls: type, argument: str) -> str:
+    """What a queue argument carries: upload blocks or readings."""
+    return getattr(cls, "QUEUE_KINDS", {}).get(argument, "upload blocks" if argument == "upload_que"
+                                               else "readings")
+
+
+def check_wiring(specs: List[WorkerSpec], source: str) -> None:
+    """Refuse wiring that is surely a mistake, naming both entries."""
+    for uses in queue_uses(specs).values():
+        first_spec, first_arg, _ = uses[0]
+        first_kind = queue_kind(first_spec.cls, first_arg)
+        for spec, arg, _ in uses[1:]:
+            kind = queue_kind(spec.cls, arg)
+            if kind != first_kind:
+                raise ConfigError("%s: one queue is %s's '%s' (%s) and %s's '%s' (%s); give each its "
+                                  "own queue.Queue()" % (source, first_spec.label, first_arg, first_kind,
+                                                         spec.label, arg, kind))
+        for spec in {id(s): s for s, _, _ in uses}.values():
+            own = [(arg, consumes) for s, arg, consumes in uses if s is spec]
+            if any(c for _, c in own) and any(not c for _, c in own):
+                raise ConfigError("%s: %s takes from and puts into the same queue ('%s' and '%s'); "
+                                  "give each its own queue.Queue()" % (
+                                      source, spec.label, next(a for a, c in own if c),
+                                      next(a for a, c in own if not c)))
+    claimed: Dict[str, WorkerSpec] = {}
+    for spec in specs:
+        claims = getattr(spec.cls, "claims", None)
+        for claim in (claims(spec.args) if claims is not None else ()):
+            other = claimed.get(claim)
+            if other is not None:
+                raise ConfigError("%s: %s and %s both use %s; give each its own" % (
+                    source, other.label, spec.label, claim))
+            claimed[claim] = spec
+
+
+def wire(specs: List[WorkerSpec]) -> List[str]:
+    """Fan out shared queues and give durable hand-offs (module docstring);
+    returns one description line per rewired queue, for the start-up log."""
+    from keilib.spool import Spool, SpoolQueue       # only configs that spool load it
+    lines = []
+    for uses in queue_uses(specs).values():
+        original = uses[0][0].args[uses[0][1]]
+        consumers = [(spec, arg) for spec, arg, consumes in uses if consumes]
+        producers = [(spec, arg) for spec, arg, consumes in uses if not consumes]
+        if not consumers:
+            continue
+
+        def durable(spec: WorkerSpec, arg: str) -> Optional[queue.Queue]:
+            if not getattr(spec.cls, "DURABLE_INTAKE", False):
+                return None
+            spool = Spool(spec.cls.spool_path(spec.args.get("spool_dir")),
+                          int(spec.args.get("max_batch_bytes", 65536)))
+            return SpoolQueue(spool, spec.cls.encode_item)
+
+        if len(consumers) == 1:
+            spec, arg = consumers[0]
+            spool_queue = durable(spec, arg)
+            if spool_queue is None:
+                continue              # keilog's shape: one queue, one consumer, unchanged
+            spec.wired_args[arg] = spool_queue
+            for producer, producer_arg in producers:
+                producer.wired_args[producer_arg] = spool_queue
+            lines.append("%s -> %s: handed over through its spool %s" % (
+                ", ".join(p.label for p, _ in producers) or "nobody", spec.label,
+                spool_queue.spool.directory))
+            continue
+        size = original.maxsize or DEFAULT_BUFFER
+        inboxes = []
+        for spec, arg in consumers:
+            inbox = durable(spec, arg) or Inbox(
+                "%s's '%s'" % (spec.label, arg), size, getattr(spec.cls, "BUFFER_POLICY", HOLD),
+                on_drop=lambda n, health=spec.health: health.count("dropped", n))
+            spec.wired_args[arg] = inbox
+            inboxes.append(inbox)
+        kind = queue_kind(consumers[0][0].cls, consumers[0][1])
+        clock = consumers[0][0].args.get("clock")
+        fan = FanOutQueue(inboxes, stamp_legacy=kind == "readings", **({"clock": clock} if clock else {}))
+        for producer, producer_arg in producers:
+            producer.wired_args[producer_arg] = fan
+        lines.append("%s -> fan-out -> %s (each its own buffer of %d)" % (
+            ", ".join(p.label for p, _ in producers) or "nobody",
+            ", ".join("%s [%s]" % (s.label, getattr(s.cls, "BUFFER_POLICY", HOLD)) for s, _ in consumers),
+            size))
+    return lines
 
 
 def check_requirements(cls: type, where: str) -> None:
@@ -207,7 +337,8 @@ def check_queues(specs: List[WorkerSpec], source: str) -> None:
 
 
 def build_all(specs: List[WorkerSpec], source: str) -> List[Worker]:
-    """Construct every worker (constructors validate their arguments, no I/O)."""
+    """Construct every worker (constructors validate their arguments, no I/O)
+    from its wired arguments."""
     workers = []
     for spec in specs:
         try:
@@ -237,10 +368,18 @@ def start_order(specs: List[WorkerSpec]) -> List[WorkerSpec]:
 
 # -- logging ---------------------------------------------------------------
 
-def setup_logging(workdir: str, debug: bool, stream: bool = False) -> logging.Handler:
+def setup_logging(workdir: str, debug: bool, stream: bool = False,
+                  console: bool = False) -> logging.Handler:
+    """The log: kei.log (or stdout); with ``console``, the few lines marked
+    for a person go to the terminal (stderr) too."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    if console and not (debug or stream):
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.addFilter(ConsoleFilter())
+        terminal.setFormatter(logging.Formatter("kei: %(message)s"))
+        root.addHandler(terminal)
     if debug or stream:
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
         root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -299,61 +438,78 @@ class Waker:
 class Supervised:
     """A worker definition, its current instance and its restart state."""
 
-    def __init__(self, spec: WorkerSpec, instance: Worker, wake: Waker):
+    def __init__(self, spec: WorkerSpec, instance: Worker, wake: Waker, registry: Registry):
         self.spec = spec
         self.instance: Optional[Worker] = instance
         self.wake = wake
-        self.state = "STARTING"
-        self.backoff = BACKOFF_FIRST
+        self.registry = registry
+        self.state = WorkerState.STARTING
+        self.backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         self.restart_at = 0.0
         self.started_at = 0.0
+
+    def set_state(self, state: WorkerState) -> None:
+        self.state = state
+        self.spec.health.state("worker", state.value)
 
     def start(self, now: float) -> None:
         assert self.instance is not None
         self.instance.exit_event = self.wake
+        self.instance.health = self.spec.health
+        self.instance.registry = self.registry
         self.instance.start()
         self.started_at = now
-        self.state = "RUNNING"
+        self.set_state(WorkerState.RUNNING)
 
     def check(self, now: float) -> None:
         """Notice a dead instance, and restart after the backoff delay."""
-        if self.state == "RUNNING" and self.instance is not None and not self.instance.is_alive():
+        if self.state == WorkerState.RUNNING and self.instance is not None and not self.instance.is_alive():
             ran = now - self.started_at
             if ran >= BACKOFF_RESET_AFTER:
-                self.backoff = BACKOFF_FIRST
+                self.backoff.reset()
             failure = getattr(self.instance, "failure", None)
+            delay = self.backoff.next()
             logger.error("%s ended unexpectedly after %.0f s%s; restarting in %g s",
                          self.spec.label, ran, " (%s: %s)" % (type(failure).__name__, failure) if failure else "",
-                         self.backoff)
-            self.state = "BACKOFF"
-            self.restart_at = now + self.backoff
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+                         delay)
+            self.spec.health.count("restarts")
+            if failure is not None:
+                self.spec.health.state("last_error", ("%s: %s" % (type(failure).__name__, failure))[:200])
+            self.set_state(WorkerState.BACKOFF)
+            self.restart_at = now + delay
             self.instance = None
-        if self.state == "BACKOFF" and now >= self.restart_at:
+        if self.state == WorkerState.BACKOFF and now >= self.restart_at:
+            self.set_state(WorkerState.STARTING)
             try:
                 self.instance = self.spec.build()
             except Exception:  # noqa: BLE001 - a constructor must not kill the launcher
+                delay = self.backoff.next()
                 logger.exception("%s: building a new instance failed; retrying in %g s",
-                                 self.spec.label, self.backoff)
-                self.restart_at = now + self.backoff
-                self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+                                 self.spec.label, delay)
+                self.restart_at = now + delay
+                self.set_state(WorkerState.BACKOFF)
                 return
             logger.info("%s: restarting", self.spec.label)
             self.start(now)
 
     def next_deadline(self) -> Optional[float]:
-        return self.restart_at if self.state == "BACKOFF" else None
+        return self.restart_at if self.state == WorkerState.BACKOFF else None
 
 
 class Daemon:
     """Runs validated workers until a stop signal."""
 
     def __init__(self, specs: List[WorkerSpec], instances: List[Worker],
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, wiring: Optional[List[str]] = None):
         self.monotonic = monotonic
         self.wake = Waker()
+        self.wiring = wiring or []
+        self.registry = Registry()
+        for spec in specs:
+            self.registry.add(spec.health)
         by_index = {spec.index: inst for spec, inst in zip(specs, instances)}
-        self.supervised = [Supervised(spec, by_index[spec.index], self.wake) for spec in start_order(specs)]
+        self.supervised = [Supervised(spec, by_index[spec.index], self.wake, self.registry)
+                           for spec in start_order(specs)]
         self.stop_signal: Optional[int] = None
         self.usr1_count = 0
 
@@ -372,6 +528,8 @@ class Daemon:
         signal.signal(signal.SIGUSR1, self.on_usr1)
 
     def run(self) -> int:
+        for line in self.wiring:
+            logger.info("wiring: %s", line)
         now = self.monotonic()
         for sup in self.supervised:
             sup.start(now)
@@ -400,13 +558,14 @@ class Daemon:
         deadline = self.monotonic() + STOP_BUDGET
         # Producers first, then each consumer drains what was queued for it.
         for sup in reversed(self.supervised):
-            sup.state = "STOPPING"
+            sup.set_state(WorkerState.STOPPING)
             if sup.instance is None:
+                sup.set_state(WorkerState.STOPPED)
                 continue
             left = max(0.1, deadline - self.monotonic())
             if not sup.instance.stop(timeout=left):
                 logger.error("%s did not stop within the %g s budget", sup.spec.label, STOP_BUDGET)
-            sup.state = "STOPPED"
+            sup.set_state(WorkerState.STOPPED)
         logger.info("kei stopped")
         return EXIT_OK
 
@@ -427,13 +586,47 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def prepare(config_path: str) -> tuple:
-    """Load, validate and build; raise ConfigError."""
-    module = load_config(config_path)
-    source = os.path.basename(config_path)
+def prepare(module: Any, source: str) -> tuple:
+    """Validate, wire and build; raise ConfigError.  Returns (specs,
+    instances, wiring description lines)."""
     specs = validate(module, source)
+    wiring = wire(specs)
     instances = build_all(specs, source)
-    return specs, instances
+    return specs, instances, wiring
+
+
+def config_warnings(specs: List[WorkerSpec]) -> List[str]:
+    """What will surely not work as meant in a valid config (a missing port,
+    an example's placeholder), one line per finding."""
+    return ["%s: %s" % (spec.label, text) for spec in specs for text in spec.cls.config_warnings(spec.args)]
+
+
+PYSERIAL_HELP = """\
+kei: the Python package pyserial is missing%s.  Install it with
+    sudo apt install python3-serial        (Debian, Raspberry Pi OS, Ubuntu)
+or  python3 -m pip install pyserial        (in a virtual environment)
+(The package called 'serial' on PyPI is a different one; pyserial is the right one.)
+"""
+
+
+def pyserial_problem() -> Optional[str]:
+    """PYSERIAL_HELP filled in, if pyserial cannot be used; else None."""
+    try:
+        import serial
+    except ImportError as exc:
+        return PYSERIAL_HELP % (" (%s)" % exc)
+    if not hasattr(serial, "serial_for_url"):
+        return PYSERIAL_HELP % (" ('import serial' found another package, at %s)"
+                                % getattr(serial, "__file__", "?"))
+    return None
+
+
+class ConsoleFilter(logging.Filter):
+    """Lets through what a worker marked for a person at the terminal
+    (``logger.warning(..., extra={"console": True})``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(getattr(record, "console", False))
 
 
 # Subcommands (``kei <name> ...``): "module:function", imported only when
@@ -458,32 +651,47 @@ def main(argv: Optional[List[str]] = None) -> int:
     if status is not None:
         return status
     args = parse_args(argv)
+    problem = pyserial_problem()
+    if problem:
+        sys.stderr.write(problem)
+        return EXIT_CONFIG
     workdir = os.getcwd()
     config_path = args.config or os.path.join(workdir, "keiconf.py")
     try:
         if args.demo:
             from keilib import demo
-            specs = validate(demo.config(workdir), "demo")
-            instances = build_all(specs, "demo")
+            specs, instances, wiring = prepare(demo.config(workdir, check=args.check), "demo")
         else:
-            specs, instances = prepare(config_path)
+            specs, instances, wiring = prepare(load_config(config_path), os.path.basename(config_path))
     except FileNotFoundError:
         sys.stderr.write(NO_CONFIG_HELP.format(path=config_path))
         return EXIT_CONFIG
     except ConfigError as exc:
         sys.stderr.write("kei: bad configuration: %s\n" % exc)
         return EXIT_CONFIG
+    warnings = config_warnings(specs)
     if args.check:
         print("kei: %s is valid: %d worker(s): %s" % (
             "the demo configuration" if args.demo else config_path,
             len(specs), ", ".join(s.cls.__name__ for s in specs)))
+        for line in wiring:
+            print("kei: wiring: %s" % line)
+        for line in warnings:
+            print("kei: warning: %s" % line)
         return EXIT_OK
+    interactive = sys.stderr.isatty()
     # The demo logs to the terminal, so a newcomer sees what happens.
-    setup_logging(workdir, debug="DEBUG" in os.environ, stream=args.demo)
+    debug = "DEBUG" in os.environ
+    setup_logging(workdir, debug=debug, stream=args.demo, console=interactive)
+    for line in warnings:
+        logger.warning("config: %s", line, extra={"console": True})
+    if interactive and not (debug or args.demo):
+        sys.stderr.write("kei: running %d worker(s); the log is %s (DEBUG=1 shows it here); "
+                         "stop with Ctrl-C\n" % (len(specs), os.path.join(workdir, "kei.log")))
     if args.demo:
         logger.warning("DEMO: this is a SIMULATION; no smart meter or sensor is read "
                        "(simulated time runs faster than real time)")
-    daemon = Daemon(specs, instances)
+    daemon = Daemon(specs, instances, wiring=wiring)
     daemon.install_signals()
     previous_hook = threading.excepthook
     threading.excepthook = log_thread_death

@@ -1,4 +1,5 @@
-"""ECHONET Lite frames and the low-voltage smart meter (class 0x0288) properties.
+"""ECHONET Lite frames, the low-voltage smart meter (class 0x0288) properties,
+and the LAN device classes kei reads (water heater, battery, solar).
 
 Pure codec: bytes in, typed values out (and back).  No I/O, no logging, no
 global state.  Reference: shared/docs/echonet.md (section numbers below).
@@ -73,6 +74,20 @@ never decode to numbers but to ``NoValue`` objects (``NO_DATA``,
 value" (never set) codes of the history days E5 (0xFF) and E2/E4 (0x00FF):
 they are not a number of days, and ``DailyHistory.slot_times`` gives no
 times for them.
+
+LAN device classes (section "LAN device classes" below; facts from the
+ECHONET Lite Appendix): electric water heater 0x026B (``WATER_HEATER``),
+storage battery 0x027D (``STORAGE_BATTERY``), home solar power generation
+0x0279 (``SOLAR``).  ``DEVICE_PROPERTIES[class][epc]`` is a ``PropertySpec``
+(name, size, unit, scale, valid range, codes); ``decode_device_property(eoj,
+epc, edt)`` gives numbers in their unit (W, Wh, kWh, %, L, degC; 0.001 kWh
+steps come as float kWh), overflow/underflow codes as NoValue, two-state
+properties as bool, modes as ``Code(code, name)``; ``encode_device_property``
+is its inverse; ``record_value(value)`` is the number kei records (bool 1/0,
+Code its byte, None for no number); ``DEFAULT_EPCS[class]`` lists what a
+reader asks by default.  ``decode_property`` dispatches to it by class.  The
+node profile also decodes 82 (``NodeVersion``), 83 (bytes), 8C (str) and D7
+(class list); ``encode_node_property`` builds its EDTs.
 
 Energy: ``energy_kwh(raw, coefficient, unit_code)`` computes raw x D3 x E1
 exactly (Decimal) and returns a float; ``energy_delta(prev, now, digits)`` is
@@ -902,11 +917,14 @@ def decode_node_property(epc: int, edt: bytes):
 
 
 def decode_property(eoj: int, epc: int, edt: bytes):
-    """Typed value of ``epc`` as sent by object ``eoj`` (meter or node profile)."""
+    """Typed value of ``epc`` as sent by object ``eoj`` (meter, node profile or a
+    LAN device class of ``DEVICE_PROPERTIES``)."""
     if eoj_class(eoj) == NODE_PROFILE_CLASS:
         return decode_node_property(epc, edt)
     if eoj_class(eoj) == METER_CLASS:
         return decode_meter_property(epc, edt)
+    if eoj_class(eoj) in DEVICE_PROPERTIES:
+        return decode_device_property(eoj, epc, edt)
     return bytes(edt)
 
 
@@ -996,3 +1014,282 @@ def energy_delta(prev_raw: int, now_raw: int, digits: int) -> int:
     if not 1 <= digits <= 8:
         raise ValueError("digits must be 1..8, got %r" % (digits,))
     return (int(now_raw) - int(prev_raw)) % (10 ** digits)
+
+
+# ---------------------------------------------------------------- LAN device classes
+#
+# Facts from the ECHONET Lite Appendix (Detailed Requirements for ECHONET
+# Device Objects) and its machine-readable form (MRA): sizes, units, scaling
+# and valid ranges of the properties kei records from devices on the home
+# LAN.  The device super class (0x80, 0x84, 0x85) is shared by every class.
+#
+# "No data" codes: these properties carry the Appendix's generic codes
+# (MRA overflowCode/underflowCode true, section 2.3 of echonet.md):
+#   uint8/16/32  0xFF / 0xFFFF / 0xFFFFFFFF = overflow,
+#                0xFE / 0xFFFE / 0xFFFFFFFE = underflow
+#   int32        0x7FFFFFFF = overflow, 0x80000000 = underflow
+# Neither is a reading, so both decode to NoValue (OVERFLOW / UNDERFLOW).
+# Any other raw value outside the valid range is a FrameError.
+
+WATER_HEATER_CLASS = 0x026B       # electric water heater (EcoCute heat pump)
+STORAGE_BATTERY_CLASS = 0x027D    # storage battery
+SOLAR_CLASS = 0x0279              # home solar power generation
+
+WATER_HEATER = 0x026B01
+STORAGE_BATTERY = 0x027D01
+SOLAR = 0x027901
+
+
+class Code(NamedTuple):
+    """A property whose value is one of a list of codes (an operating mode)."""
+
+    code: int      # the byte on the wire, e.g. 0x42
+    name: str      # the Appendix's meaning, e.g. 'charging'
+
+
+@dataclasses.dataclass(frozen=True)
+class PropertySpec:
+    """One property of a LAN device class, as the Appendix defines it.
+
+    ``kind``: 'uint' / 'int' (a measured number: ``raw x scale`` in ``unit``,
+    valid ``minimum..maximum`` raw), 'switch' (two codes: ``codes`` maps the
+    true code and the false code to True/False), or 'code' (``codes`` maps
+    each code to its name).
+    """
+
+    name: str
+    kind: str
+    size: int
+    unit: str = ""
+    scale: Decimal = Decimal(1)
+    minimum: int = 0
+    maximum: int = 0
+    codes: Tuple[Tuple[int, object], ...] = ()
+
+
+def _measure(name: str, size: int, unit: str, maximum: int, scale: str = "1",
+             minimum: int = 0, signed: bool = False) -> PropertySpec:
+    return PropertySpec(name, "int" if signed else "uint", size, unit, Decimal(scale), minimum, maximum)
+
+
+def _switch(name: str, true_code: int, false_code: int) -> PropertySpec:
+    return PropertySpec(name, "switch", 1, codes=((true_code, True), (false_code, False)))
+
+
+def _codes(name: str, **codes: int) -> PropertySpec:
+    return PropertySpec(name, "code", 1, codes=tuple(sorted((code, label.replace("_", " "))
+                                                            for label, code in codes.items())))
+
+
+_ENERGY_MAX = 0x3B9AC9FF          # 999,999,999 x 0.001 kWh
+_SUPER_CLASS = {
+    0x80: _switch("operation status", 0x30, 0x31),
+    0x84: _measure("instantaneous power consumption", 2, "W", 0xFFFD),
+    0x85: _measure("cumulative energy consumption", 4, "kWh", _ENERGY_MAX, "0.001"),
+}
+
+_BATTERY_MODES = dict(other=0x40, rapid_charging=0x41, charging=0x42, discharging=0x43, standby=0x44,
+                      test=0x45, automatic=0x46, restart=0x48, capacity_recalculation=0x49)
+
+DEVICE_PROPERTIES = {
+    WATER_HEATER_CLASS: {**_SUPER_CLASS,
+        0xB0: _codes("automatic water heating setting", automatic=0x41, manual_heating=0x42,
+                     manual_stop=0x43),
+        0xB2: _switch("water heating status (heating)", 0x41, 0x42),
+        0xC1: _measure("water temperature in the tank", 1, "degC", 0x64),
+        0xC3: _switch("hot water supply status (supplying)", 0x41, 0x42),
+        0xD1: _measure("hot water temperature setting", 1, "degC", 0x64),
+        0xE1: _measure("remaining hot water", 2, "L", 0xFFFD),
+        0xE2: _measure("tank capacity", 2, "L", 0xFFFD),
+    },
+    STORAGE_BATTERY_CLASS: {**_SUPER_CLASS,
+        0xCF: _codes("working operation status", **_BATTERY_MODES),
+        0xD0: _measure("rated electric energy", 4, "Wh", 0x3B9AC9FF),
+        # positive = charging, negative = discharging
+        0xD3: _measure("charging/discharging power", 4, "W", 0x3B9AC9FF, minimum=-0x3B9AC9FF, signed=True),
+        0xD6: _measure("cumulative discharging energy", 4, "kWh", _ENERGY_MAX, "0.001"),
+        0xD8: _measure("cumulative charging energy", 4, "kWh", _ENERGY_MAX, "0.001"),
+        0xDA: _codes("operation mode setting", **_BATTERY_MODES),
+        0xE2: _measure("remaining stored electricity", 4, "Wh", 0x3B9AC9FF),
+        0xE4: _measure("remaining stored electricity (state of charge)", 1, "%", 0x64),
+    },
+    SOLAR_CLASS: {**_SUPER_CLASS,
+        0xE0: _measure("instantaneous generation", 2, "W", 0xFFFD),
+        0xE1: _measure("cumulative energy generated", 4, "kWh", _ENERGY_MAX, "0.001"),
+        0xE3: _measure("cumulative energy sold", 4, "kWh", _ENERGY_MAX, "0.001"),
+    },
+}
+
+# What a reader asks each class for by default: every property above.
+DEFAULT_EPCS = {cls: tuple(sorted(props)) for cls, props in DEVICE_PROPERTIES.items()}
+
+# Property maps (9D/9E/9F) are answered by every class.
+_MAP_EPCS = (0x9D, 0x9E, 0x9F)
+
+_GENERIC_CODES = {
+    # (kind, size): (overflow, underflow)
+    ("uint", 1): (0xFF, 0xFE), ("uint", 2): (0xFFFF, 0xFFFE), ("uint", 4): (0xFFFFFFFF, 0xFFFFFFFE),
+    ("int", 1): (0x7F, -0x80), ("int", 2): (0x7FFF, -0x8000), ("int", 4): (0x7FFFFFFF, -0x80000000),
+}
+
+
+def device_property_spec(eoj: int, epc: int) -> Optional[PropertySpec]:
+    """The PropertySpec of ``epc`` on object ``eoj``, or None if kei does not know it."""
+    return DEVICE_PROPERTIES.get(eoj_class(eoj), {}).get(epc)
+
+
+def _scaled(raw: int, scale: Decimal):
+    if scale == 1:
+        return raw
+    return float(Decimal(raw) * scale)
+
+
+def decode_device_property(eoj: int, epc: int, edt: bytes):
+    """Typed value of a LAN device property (water heater, battery, solar).
+
+    Measured numbers come scaled to their unit (int when the scale is 1,
+    float otherwise, e.g. 0x85 in kWh); overflow/underflow codes give
+    NoValue; two-state properties give bool; modes give ``Code``; property
+    maps a tuple of EPCs.  Unknown EPCs come back as the EDT bytes.
+    """
+    edt = bytes(edt)
+    if epc in _MAP_EPCS:
+        return decode_property_map(edt, epc)
+    spec = device_property_spec(eoj, epc)
+    if spec is None:
+        return edt
+    _need_len(epc, edt, spec.size)
+    if spec.kind == "switch":
+        return _decode_choice(epc, edt, spec.codes[0][0], spec.codes[1][0])
+    if spec.kind == "code":
+        names = dict(spec.codes)
+        if edt[0] not in names:
+            raise FrameError("EPC %02X (%s): unknown code %02X" % (epc, spec.name, edt[0]))
+        return Code(edt[0], names[edt[0]])
+    raw = int.from_bytes(edt, "big", signed=spec.kind == "int")
+    overflow, underflow = _GENERIC_CODES[(spec.kind, spec.size)]
+    if raw == overflow:
+        return OVERFLOW
+    if raw == underflow:
+        return UNDERFLOW
+    if not spec.minimum <= raw <= spec.maximum:
+        raise FrameError("EPC %02X (%s): %d outside %d..%d" % (epc, spec.name, raw, spec.minimum, spec.maximum))
+    return _scaled(raw, spec.scale)
+
+
+def encode_device_property(eoj: int, epc: int, value) -> bytes:
+    """Inverse of ``decode_device_property`` (ValueError for what the wire cannot carry)."""
+    if epc in _MAP_EPCS:
+        return encode_property_map(value)
+    spec = device_property_spec(eoj, epc)
+    if spec is None:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        raise ValueError("no encoder for EPC %02X of class %04X" % (epc, eoj_class(eoj)))
+    if spec.kind == "switch":
+        return bytes([spec.codes[0][0] if value else spec.codes[1][0]])
+    if spec.kind == "code":
+        code = value.code if isinstance(value, Code) else int(value)
+        if code not in dict(spec.codes):
+            raise ValueError("EPC %02X: unknown code %r" % (epc, code))
+        return bytes([code])
+    overflow, underflow = _GENERIC_CODES[(spec.kind, spec.size)]
+    if value == OVERFLOW or value == UNDERFLOW:
+        raw = overflow if value == OVERFLOW else underflow
+    else:
+        exact = Decimal(str(value)) / spec.scale
+        raw = int(exact.to_integral_value())
+        if raw != exact or not spec.minimum <= raw <= spec.maximum:
+            raise ValueError("EPC %02X: %r is not a valid %s" % (epc, value, spec.name))
+    return raw.to_bytes(spec.size, "big", signed=spec.kind == "int")
+
+
+def record_value(value) -> Optional[Union[int, float]]:
+    """The number kei records for a decoded device value, or None for no number.
+
+    bool -> 1/0, Code -> its code byte, numbers unchanged; NoValue and
+    anything else (bytes, maps) -> None.
+    """
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Code):
+        return value.code
+    if isinstance(value, (int, float)):
+        return value
+    return None
+
+
+# Node profile: more of its properties, for discovery and for answering it.
+
+
+class NodeVersion(NamedTuple):
+    """Node profile 0x82: the ECHONET Lite version (1.13 -> major 1, minor 13)."""
+
+    major: int
+    minor: int
+
+
+def _decode_node_version(edt: bytes) -> NodeVersion:
+    _need_len(0x82, edt, 4)
+    return NodeVersion(edt[0], edt[1])
+
+
+def _decode_identification(edt: bytes) -> bytes:
+    # 0xFE, 3-byte maker code, 13 bytes unique to the node: kept as bytes.
+    _need_len(0x83, edt, 17)
+    return bytes(edt)
+
+
+def _decode_product_code(edt: bytes) -> str:
+    _need_len(0x8C, edt, 12)
+    return edt.rstrip(b"\x00 ").decode("ascii", "replace")
+
+
+def decode_class_list(edt: bytes, epc: int = 0xD7) -> Tuple[int, ...]:
+    """Node profile D7 (self-node class list S): a count, then 2-byte class codes."""
+    if not edt:
+        raise FrameError("EPC %02X: empty class list" % epc)
+    _need_len(epc, edt, 1 + 2 * min(edt[0], 8))
+    return tuple(int.from_bytes(edt[i:i + 2], "big") for i in range(1, len(edt), 2))
+
+
+def encode_class_list(classes: Sequence[int]) -> bytes:
+    """Node profile D7 EDT (at most 8 classes are listed; the count says all)."""
+    listed = list(classes)[:8]
+    return bytes([len(classes)]) + b"".join(int(cls).to_bytes(2, "big") for cls in listed)
+
+
+_NODE_DECODERS.update({
+    0x82: _decode_node_version,
+    0x83: _decode_identification,
+    0x8C: _decode_product_code,
+    0xD7: decode_class_list,
+})
+
+
+def encode_node_property(epc: int, value) -> bytes:
+    """Inverse of ``decode_node_property`` for the node profile EPCs."""
+    if epc == 0x80:
+        return b"\x30" if value else b"\x31"
+    if epc == 0x82:
+        return bytes([value.major, value.minor, 0x01, 0x00])
+    if epc == 0x8A:
+        return int(value).to_bytes(3, "big")
+    if epc == 0x8C:
+        raw = value.encode("ascii")
+        if len(raw) > 12:
+            raise ValueError("product code longer than 12 characters")
+        return raw.ljust(12, b"\x00")
+    if epc in _MAP_EPCS:
+        return encode_property_map(value)
+    if epc == 0xD3:
+        return int(value).to_bytes(3, "big")
+    if epc == 0xD4:
+        return int(value).to_bytes(2, "big")
+    if epc in (0xD5, 0xD6):
+        return encode_instance_list(value)
+    if epc == 0xD7:
+        return encode_class_list(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    raise ValueError("no encoder for node profile EPC %02X" % epc)

@@ -13,7 +13,8 @@ no production module imports it.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Optional
 
 import serial
 
@@ -30,3 +31,18 @@ def open_port(url: str, **settings: Any) -> Any:
     """``serial.serial_for_url(url, **settings)``, with ``sim://`` known."""
     register_sim_urls()
     return serial.serial_for_url(url, **settings)
+
+
+def port_problem(url: Any) -> Optional[str]:
+    """Why ``url`` will surely not open now (for ``--check``), or None.
+
+    Only device paths are looked at: a URL's host may well be up later, and a
+    USB device may be plugged in after the check.
+    """
+    if not isinstance(url, str) or "://" in url:
+        return None
+    if "xxxx" in url.lower():
+        return "port %s still holds the example's placeholder (ls -l /dev/serial/by-id/ shows the real name)" % url
+    if not os.path.exists(url):
+        return "port %s does not exist (yet?): is the device plugged in? (ls -l /dev/serial/by-id/)" % url
+    return None

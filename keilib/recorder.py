@@ -7,24 +7,36 @@ Files, in the work directory (or ``directory=``)::
     sumYYYYMMDD-<fname_base>.txt    one line per (unit, sensor) per 10-minute window
         YYYY/MM/DD hh:m0,<unit>,<sensor>,<average>
 
-Values are rounded to 4 decimal places.  A window (hh:m0:00 .. hh:m9:59) is keyed
-by the records' own timestamps; it is written once the clock has passed its end
-plus ``grace`` seconds (so a reading that arrives a little late still counts),
-and at shutdown.  A window with no data writes nothing.  A reading for a window
-already written is still in the raw file but not averaged (one INFO line per
-window).  If the wall clock steps back by more than 20 minutes (NTP after a
-boot without a real-time clock), the repeated time is averaged again.
+Values are rounded to 4 decimal places.  The averages come from the
+averaging stage (``keilib.average.WindowAverager``): a window (hh:m0:00 ..
+hh:m9:59) is keyed by the records' own timestamps; it is written once the
+clock has passed its end plus ``grace`` seconds (so a reading that arrives a
+little late still counts), and at shutdown.  A window with no data writes
+nothing.  A reading for a window already written is still in the raw file
+but not averaged (one INFO line per window).  If the wall clock steps back
+behind a window already written (NTP after a boot without a real-time
+clock), the repeated time is averaged again: the summary file then has
+those windows twice, each line the average of its own readings.
 
 Each summary block is also put on ``upload_que`` as ``[filename, text]`` when
-one is given.  A full upload queue never blocks the recorder: the block is held
-and offered again later, so nothing is lost.
+one is given, *before* it is written to the summary file: behind the
+launcher's durable hand-off (``keilib.spool.SpoolQueue``) the block is then
+in the uploader's spool before it is in the file, so a kill -9 at any
+instant loses no block from the server.  A full upload queue never blocks
+the recorder: the block is held and offered again later, so nothing is lost.
 
-Every line is flushed to the OS as it is written (no fsync: the SD card wears,
-and a power cut then loses at most the line in flight).  A write error (disk
-full, permission) is logged once per episode; the lines are kept in memory and
-retried every ``retry_seconds``; the worker does not die.  While lines are held
-the recorder stops taking new records once ``max_pending`` lines are waiting,
-so the readers feel the back-pressure instead of memory growing without bound.
+Lines are written with one ``write`` system call per batch of readings taken
+off the queue together (no fsync: the SD card wears; a power cut loses at
+most the readings of the last moment, well under a second).  A write error
+(disk full, permission) is logged once per episode; the lines are kept in
+memory and retried every ``retry_seconds``; the worker does not die.  A
+write the kernel completed only in part (a disk that filled up in the middle
+of a line) is resumed where it stopped, never repeated, so every line in
+the files stays whole; a file that ends in an incomplete line left by a
+crash is cut back to its last whole line when it is opened.  While lines are
+held the recorder stops taking new records once ``max_pending`` lines are
+waiting, so the readers feel the back-pressure instead of memory growing
+without bound.
 
 ``worker_def`` entry::
 
@@ -37,13 +49,17 @@ so the readers feel the back-pressure instead of memory growing without bound.
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import os
 import queue
+import re
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional
 
+from keilib.average import Aggregate, WindowAverager
 from keilib.clock import Clock
+from keilib.errors import ConfigError
 from keilib.record import Record, format_value
 from keilib.worker import POLL_SECONDS, Worker
 
@@ -51,6 +67,9 @@ logger = logging.getLogger(__name__)
 
 WINDOW = datetime.timedelta(minutes=10)
 MAX_PENDING_UPLOADS = 1008      # a week of 10-minute blocks
+TAKE_AT_ONCE = 256              # readings taken off the queue per write
+# What php/upload.php and php/index.php accept in a file name part.
+FNAME_BASE_RE = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")
 
 
 def window_start(stamp: datetime.datetime) -> datetime.datetime:
@@ -58,76 +77,74 @@ def window_start(stamp: datetime.datetime) -> datetime.datetime:
     return stamp.replace(minute=stamp.minute - stamp.minute % 10, second=0, microsecond=0)
 
 
-class TenMinuteAverager:
-    """Sums per (unit, sensor) for each open 10-minute window."""
-
-    def __init__(self) -> None:
-        # window start -> {(unit, sensor): [sum, count]}, insertion-ordered
-        self.windows: Dict[datetime.datetime, Dict[Tuple[str, str], List[float]]] = {}
-        self.closed_until: Optional[datetime.datetime] = None
-
-    def add(self, record: Record) -> bool:
-        """Count ``record``; False if its window was already written."""
-        start = window_start(record.timestamp)
-        if self.closed_until is not None and start < self.closed_until:
-            return False
-        sums = self.windows.setdefault(start, {})
-        entry = sums.setdefault((record.unit, record.sensor), [0.0, 0])
-        entry[0] += record.value
-        entry[1] += 1
-        return True
-
-    def pop_closed(self, before: Optional[datetime.datetime]) -> List[Tuple[datetime.datetime, str]]:
-        """Remove and format windows that end at or before ``before`` (None: all)."""
-        done = sorted(start for start in self.windows
-                      if before is None or start + WINDOW <= before)
-        blocks = []
-        for start in done:
-            lines = []
-            for (unit, sensor), (total, count) in self.windows.pop(start).items():
-                lines.append("%s,%s,%s,%s\n" % (start.strftime("%Y/%m/%d %H:%M"), unit, sensor,
-                                                format_value(total / count)))
-            blocks.append((start, "".join(lines)))
-            if self.closed_until is None or start + WINDOW > self.closed_until:
-                self.closed_until = start + WINDOW
-        return blocks
+def summary_text(block: List[Aggregate]) -> str:
+    """A window's aggregates as summary lines (keilog's format)."""
+    return "".join("%s,%s,%s,%s\n" % (aggregate.timestamp.strftime("%Y/%m/%d %H:%M"), aggregate.unit,
+                                      aggregate.sensor, format_value(aggregate.value))
+                   for aggregate in block)
 
 
 class AppendFiles:
-    """Append-only text files kept open, flushed line by line."""
+    """Append-only files kept open (a few), written with ``os.write``.
+
+    ``write`` returns how many bytes the kernel took, which may be fewer than
+    given (a disk filling up); the caller keeps the rest and resumes there.
+    """
+
+    KEEP_OPEN = 4        # only today's and yesterday's files are written
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.handles: Dict[str, Any] = {}
+        self.fds: Dict[str, int] = {}
 
-    def append(self, name: str, text: str) -> None:
-        handle = self.handles.get(name)
-        if handle is None:
-            # Only today's and yesterday's files are written; keep few handles.
-            if len(self.handles) >= 4:
+    def write(self, name: str, data: bytes, resuming: bool = False) -> int:
+        fd = self.fds.get(name)
+        if fd is None:
+            if len(self.fds) >= self.KEEP_OPEN:
                 self.close()
-            handle = open(os.path.join(self.directory, name), "a", encoding="utf-8")
-            self.handles[name] = handle
+            fd = self._open(name, resuming)
+            self.fds[name] = fd
         try:
-            handle.write(text)
-            handle.flush()
+            written = os.write(fd, data)
         except OSError:
-            # Drop the handle: a failed buffered write must not be replayed
-            # twice, and the file may be writable again after a reopen.
-            self.handles.pop(name, None)
-            try:
-                handle.close()
-            except OSError:
-                pass
+            # Reopen next time: the file may be writable again after a reopen.
+            self.fds.pop(name, None)
+            os.close(fd)
             raise
+        if written == 0:
+            raise OSError(errno.ENOSPC, "the kernel took no bytes", name)
+        return written
+
+    def _open(self, name: str, resuming: bool) -> int:
+        path = os.path.join(self.directory, name)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)   # read: to check its end
+        if not resuming:
+            try:
+                self._cut_incomplete_tail(fd, path)
+            except OSError as exc:
+                logger.warning("cannot check the end of %s: %s", path, exc)
+        return fd
+
+    @staticmethod
+    def _cut_incomplete_tail(fd: int, path: str) -> None:
+        """A file not ending in a newline holds half a line from a crash
+        during a write: cut it, so the next line starts on its own."""
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        tail = os.pread(fd, min(size, 4096), max(0, size - 4096))
+        cut = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else max(0, size - len(tail))
+        os.ftruncate(fd, cut)
+        logger.warning("%s ended in an incomplete line (%d bytes, from a crash or a full disk); "
+                       "cut back to its last whole line", path, size - cut)
 
     def close(self) -> None:
-        for handle in self.handles.values():
+        for name, fd in self.fds.items():
             try:
-                handle.close()
+                os.close(fd)
             except OSError as exc:
-                logger.error("closing %s failed: %s", handle.name, exc)
-        self.handles.clear()
+                logger.error("closing %s failed: %s", name, exc)
+        self.fds.clear()
 
 
 class FileRecorder(Worker):
@@ -148,24 +165,42 @@ class FileRecorder(Worker):
         if disp_def or disp_que is not None:
             # keilog's FileRecorder took these for a display feature it never built.
             logger.warning("FileRecorder: 'disp_def'/'disp_que' (keilog's unimplemented display) are ignored")
-        if not isinstance(fname_base, str) or not fname_base or os.sep in fname_base:
-            raise ValueError("fname_base must be a plain file name part, got %r" % (fname_base,))
+        if not isinstance(fname_base, str) or not FNAME_BASE_RE.match(fname_base):
+            raise ConfigError("argument 'fname_base' must be 1 to 80 letters, digits, '_' or '-' "
+                              "(what the upload endpoint and the graph page accept), got %r" % (fname_base,))
+        if directory is not None and (not isinstance(directory, str) or "\0" in directory):
+            raise ConfigError("argument 'directory' must be a directory path, got %r" % (directory,))
+        for label, value, low, high in (("grace", grace, 0, 3600), ("retry_seconds", retry_seconds, 0.01, 86400)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError("argument '%s' must be a number of seconds from %g to %g, got %r"
+                                  % (label, low, high, value))
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or not 1 <= max_pending <= 10 ** 7:
+            raise ConfigError("argument 'max_pending' must be a whole number from 1 to 10000000, got %r"
+                              % (max_pending,))
         self.record_que = record_que
         self.upload_que = upload_que
         self.fname_base = fname_base
         self.directory = os.path.abspath(directory or os.getcwd())
-        self.grace = grace
+        self.grace = datetime.timedelta(seconds=grace)
         self.retry_seconds = retry_seconds
         self.max_pending = max_pending
-        self.averager = TenMinuteAverager()
+        self.averager = WindowAverager(600)
         self.files = AppendFiles(self.directory)
-        # Lines accepted but not yet written: (file name, text), in order.
-        self.pending: Deque[Tuple[str, str]] = deque()
+        # Bytes accepted but not yet written, in order: [file name, bytearray].
+        # Consecutive lines for one file share an entry (one write call).
+        self.pending: Deque[List[Any]] = deque()
+        self.pending_lines = 0
         # Summary blocks not yet accepted by upload_que (bounded: about a week).
         self.pending_uploads: Deque[List[str]] = deque()
         self.late_window: Optional[datetime.datetime] = None
         self.write_failing = False
         self.next_retry = 0.0
+
+    @classmethod
+    def claims(cls, args: dict) -> List[str]:
+        """Two recorders must not write the same files (the launcher checks)."""
+        directory = os.path.abspath(args.get("directory") or os.getcwd())
+        return ["files %s" % os.path.join(directory, "*-%s.txt" % args.get("fname_base", "data"))]
 
     # -- file names -------------------------------------------------------
     def raw_name(self, day: datetime.datetime) -> str:
@@ -176,37 +211,57 @@ class FileRecorder(Worker):
 
     # -- the loop ---------------------------------------------------------
     def step(self) -> None:
-        if len(self.pending) < self.max_pending:
+        if self.pending_lines < self.max_pending:
             item = self.get(self.record_que, timeout=self._idle_timeout())
             if item is not None:
                 self.accept(item)
+                # Whatever else is waiting goes out in the same write.
+                for _ in range(TAKE_AT_ONCE):
+                    if self.pending_lines >= self.max_pending or self.stopping:
+                        break
+                    item = self.get(self.record_que, timeout=0)
+                    if item is None:
+                        break
+                    self.accept(item)
         else:
-            self.wait(POLL_SECONDS)
-        now = self.clock.now()
-        self.notice_clock_step(now)
-        self.close_windows(now - datetime.timedelta(seconds=self.grace))
+            self.wait(self.retry_seconds)
+        self.close_windows(self.clock.now() - self.grace)
         self.flush_pending()
         self.offer_uploads()
 
-    def _idle_timeout(self) -> float:
-        # Real seconds until the oldest open window is due, capped by POLL_SECONDS.
-        if not self.averager.windows:
-            return POLL_SECONDS
-        due = min(self.averager.windows) + WINDOW + datetime.timedelta(seconds=self.grace)
-        left = (due - self.clock.now()).total_seconds()
-        return min(POLL_SECONDS, max(0.0, self.clock.to_real(left)))
+    def _idle_timeout(self) -> Optional[float]:
+        """Real seconds to sleep on an empty queue: until the oldest open
+        window is due, a held write or upload is retried, or a record comes."""
+        waits = []
+        due = self.averager.next_due()
+        if due is not None:
+            waits.append((due + self.grace - self.clock.now()).total_seconds())
+        if self.pending:
+            waits.append(self.next_retry - self.clock.monotonic())
+        if self.pending_uploads:
+            waits.append(self.retry_seconds)
+        if not waits:
+            return None               # nothing to do until a record (or a stop) comes
+        return self.clock.to_real(max(0.0, min(waits)))
 
     def accept(self, item: Any) -> None:
         """Queue one reading (a Record or a legacy list) for writing."""
+        now = self.clock.now()
         if isinstance(item, Record):
             record = item
         else:
             try:
-                record = Record.from_legacy(item, self.clock.now())
+                record = Record.from_legacy(item, now)
             except (TypeError, ValueError) as exc:
-                logger.warning("%s: skipped an unusable item %r: %s", self.name, item, exc)
+                logger.warning("%s: skipped an unusable item %.80r: %s", self.name, item, exc)
                 return
-        self.pending.append((self.raw_name(record.timestamp), record.to_raw_line() + "\n"))
+        self.health.count("in")
+        self._queue_text(self.raw_name(record.timestamp), record.to_raw_line() + "\n")
+        stepped = self.averager.notice_clock(now)
+        if stepped is not None:
+            logger.warning("%s: the clock went back from about %s to %s; averaging the repeated "
+                           "time again", self.name, stepped.strftime("%Y/%m/%d %H:%M"),
+                           now.strftime("%Y/%m/%d %H:%M:%S"))
         if not self.averager.add(record):
             start = window_start(record.timestamp)
             if start != self.late_window:       # one line per window, not per reading
@@ -214,39 +269,60 @@ class FileRecorder(Worker):
                 logger.info("%s: late reading %s not averaged (its 10-minute window was written)",
                             self.name, record.to_raw_line())
 
-    def notice_clock_step(self, now: datetime.datetime) -> None:
-        """After the wall clock stepped back (NTP, an RTC-less boot), average again."""
-        closed = self.averager.closed_until
-        if closed is not None and now < closed - 2 * WINDOW:
-            logger.warning("%s: the clock went back from about %s to %s; averaging the repeated "
-                           "time again", self.name, closed.strftime("%Y/%m/%d %H:%M"),
-                           now.strftime("%Y/%m/%d %H:%M:%S"))
-            self.averager.closed_until = window_start(now)
+    def _queue_text(self, name: str, text: str) -> None:
+        data = text.encode("utf-8")
+        if self.pending and self.pending[-1][0] == name:
+            self.pending[-1][1] += data
+        else:
+            self.pending.append([name, bytearray(data)])
+        self.pending_lines += text.count("\n")
 
     def close_windows(self, before: Optional[datetime.datetime]) -> None:
-        for start, text in self.averager.pop_closed(before):
-            name = self.sum_name(start)
-            self.pending.append((name, text))
+        for block in self.averager.pop_closed(before):
+            name = self.sum_name(block[0].timestamp)
+            text = summary_text(block)
+            # The upload first: behind a durable hand-off the block is then
+            # in the uploader's spool before it is in the summary file.
             if self.upload_que is not None:
-                if len(self.pending_uploads) >= MAX_PENDING_UPLOADS:
-                    dropped = self.pending_uploads.popleft()
-                    logger.error("%s: the upload queue has taken nothing for a long time; oldest "
-                                 "block for %s not uploaded (it is in the file)", self.name, dropped[0])
-                self.pending_uploads.append([name, text])
+                if self.pending_uploads or not self._offer([name, text]):
+                    if len(self.pending_uploads) >= MAX_PENDING_UPLOADS:
+                        dropped = self.pending_uploads.popleft()
+                        logger.error("%s: the upload queue has taken nothing for a long time; oldest "
+                                     "block for %s not uploaded (it is in the file)", self.name, dropped[0])
+                    self.pending_uploads.append([name, text])
+            self._queue_text(name, text)
+            self.health.count("windows")
+
+    def _offer(self, block: List[str]) -> bool:
+        try:
+            self.upload_que.put_nowait(block)  # type: ignore[union-attr]
+        except queue.Full:
+            return False
+        except OSError as exc:                  # a spool that cannot be written
+            logger.error("%s: cannot hand a block for %s to the uploader: %s; holding it",
+                         self.name, block[0], exc)
+            return False
+        return True
 
     def flush_pending(self) -> None:
-        """Write held lines in order; on failure keep them for a later retry."""
+        """Write held bytes in order; on failure keep the rest for a later retry."""
         if self.write_failing and self.clock.monotonic() < self.next_retry:
             return
         while self.pending:
-            name, text = self.pending[0]
+            entry = self.pending[0]
+            name, data = entry[0], entry[1]
             try:
-                self.files.append(name, text)
+                while data:
+                    written = self.files.write(name, bytes(data), resuming=bool(entry[2:]))
+                    self.pending_lines -= data[:written].count(b"\n")
+                    del data[:written]
+                    if data:
+                        entry[2:] = [True]     # a line was cut: finish it, never restart it
             except OSError as exc:
                 if not self.write_failing:
                     logger.error("%s: cannot write %s: %s; %d line(s) held, retrying every %g s",
                                  self.name, os.path.join(self.directory, name), exc,
-                                 len(self.pending), self.retry_seconds)
+                                 self.pending_lines, self.retry_seconds)
                 self.write_failing = True
                 self.next_retry = self.clock.monotonic() + self.retry_seconds
                 return
@@ -256,20 +332,15 @@ class FileRecorder(Worker):
             self.write_failing = False
 
     def offer_uploads(self) -> None:
-        while self.pending_uploads:
-            try:
-                self.upload_que.put_nowait(self.pending_uploads[0])  # type: ignore[union-attr]
-            except queue.Full:
-                return
+        while self.pending_uploads and self._offer(self.pending_uploads[0]):
             self.pending_uploads.popleft()
 
     def cleanup(self) -> None:
         """At stop: drain the queue, write the open windows, hand over uploads."""
         drained = 0
         while True:
-            try:
-                item = self.record_que.get_nowait()
-            except queue.Empty:
+            item = self.get(self.record_que, timeout=0)
+            if item is None:
                 break
             self.accept(item)
             drained += 1
@@ -280,13 +351,14 @@ class FileRecorder(Worker):
         self.flush_pending()
         if self.pending:
             logger.error("%s: %d line(s) could not be written at shutdown and are lost: %s",
-                         self.name, len(self.pending), "".join(text for _, text in self.pending)[:2000])
+                         self.name, self.pending_lines,
+                         b"".join(bytes(data) for _, data, *_ in self.pending)[:2000].decode("utf-8", "replace"))
         while self.pending_uploads:
             try:
                 # The uploader is still running at this point (stop order), so
                 # a short blocking put normally succeeds.
                 self.upload_que.put(self.pending_uploads[0], timeout=2)  # type: ignore[union-attr]
-            except queue.Full:
+            except (queue.Full, OSError):
                 logger.error("%s: upload queue full at shutdown; %d block(s) not handed over",
                              self.name, len(self.pending_uploads))
                 break

@@ -44,18 +44,17 @@ import abc
 import collections
 import logging
 import queue
-import time
 from typing import Any, Deque, Dict, Optional, Tuple
 
 import serial  # pyserial (absolute import: this module is keilib.serial)
 
 from keilib.clock import Clock
 from keilib.errors import ConfigError, ProtocolError
-from keilib.ports import open_port
+from keilib.ports import open_port, port_problem
 from keilib.record import Record
 # The codec, re-exported: configs and tests written against keilib.serial keep working.
 from keilib.sensorline import LineSplitter, Reading, parse_line, show  # noqa: F401
-from keilib.worker import Worker
+from keilib.worker import Backoff, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +206,7 @@ class SerialReader(Worker):
     QUEUE_SLICE = 0.1            # real seconds per put attempt
     QUEUE_WARN_SECONDS = 5.0
     QUEUE_GIVE_UP_SECONDS = 60.0
+    CONSOLE_AFTER = 60.0         # a port missing this long is said on the terminal too
 
     def __init__(self, port: str, baudrate: int, record_que: "Optional[queue.Queue[Any]]" = None,
                  checker: Optional[Any] = None, clock: Optional[Clock] = None):
@@ -228,24 +228,31 @@ class SerialReader(Worker):
         self.stats: Dict[str, int] = dict.fromkeys(
             ("lines", "records", "invalid", "duplicates", "rejected", "dropped"), 0)
         self._serial: Optional[Any] = None
-        # Real time (like the port timeout): it is about bytes on the wire, not the clock.
+        # Real time (like the port timeout): it is about bytes on the wire, not the clock's
+        # (possibly faked or scaled) time.
         self._settle_until = 0.0
         self._skip_partial = False      # discard up to the next newline
         self._first_data = False        # nothing read since the port was opened
         self._splitter = LineSplitter(self.LINE_LIMIT)
         self._duplicates = DuplicateFilter(self.DUP_LINES, self.DUP_SECONDS)
-        self._reopen_delay = self.REOPEN_FIRST
+        self._reopen = Backoff(self.REOPEN_FIRST, self.REOPEN_MAX)
         self._down_since: Optional[float] = None   # monotonic time the port went away
         self._ever_opened = False
+        self._said_on_console = False
         self._queue_stuck_since: Optional[float] = None
         self._queue_warned = False
         self._queue_gave_up = False
         self._queue_dropped = 0         # in this episode
 
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        problem = port_problem(args.get("port"))
+        return [problem] if problem else []
+
     @property
     def connected(self) -> bool:
         """True while the port is open and past its settle time (see the class doc)."""
-        return self._serial is not None and time.monotonic() >= self._settle_until
+        return self._serial is not None and self.clock.real_monotonic() >= self._settle_until
 
     # -- the loop ---------------------------------------------------------
     def step(self) -> None:
@@ -266,10 +273,10 @@ class SerialReader(Worker):
         if self._first_data:
             # Only the first bytes after an open can start inside a line.
             self._first_data = False
-            self._skip_partial = time.monotonic() < self._settle_until
+            self._skip_partial = self.clock.real_monotonic() < self._settle_until
             # The port really works: the next loss starts the back-off afresh.  (Not
             # at the open: a port that opens and then fails at once would flap.)
-            self._reopen_delay = self.REOPEN_FIRST
+            self._reopen.reset()
         now = self.clock.now()
         for raw, overlong in self._splitter.feed(data):
             if self._skip_partial:
@@ -291,13 +298,17 @@ class SerialReader(Worker):
                 self._down_since = self.clock.monotonic()
                 logger.warning("port %s: cannot open (%s); retrying every %g..%g s until it appears",
                                self.port, exc, self.REOPEN_FIRST, self.REOPEN_MAX)
+            elif not self._said_on_console and self.clock.monotonic() - self._down_since >= self.CONSOLE_AFTER:
+                self._said_on_console = True      # once: a person at the terminal should know
+                logger.info("port %s: still cannot open it after %.0f s (%s); kei keeps trying",
+                               self.port, self.clock.monotonic() - self._down_since, exc,
+                               extra={"console": True})
             else:
                 logger.debug("port %s: still not there (%s)", self.port, exc)
-            self.wait(self._reopen_delay)
-            self._reopen_delay = min(self._reopen_delay * 2, self.REOPEN_MAX)
+            self.wait(self._reopen.next())
             return
         self._splitter.reset()
-        self._settle_until = time.monotonic() + self.SETTLE_SECONDS
+        self._settle_until = self.clock.real_monotonic() + self.SETTLE_SECONDS
         self._skip_partial = False
         self._first_data = True
         if self._down_since is not None and self._ever_opened:
@@ -316,8 +327,7 @@ class SerialReader(Worker):
         self._close()
         self._down_since = self.clock.monotonic()
         # Wait before the first reopen: a vanished device node needs a moment to go.
-        self.wait(self._reopen_delay)
-        self._reopen_delay = min(self._reopen_delay * 2, self.REOPEN_MAX)
+        self.wait(self._reopen.next())
 
     def _close(self) -> None:
         port, self._serial = self._serial, None
@@ -378,6 +388,7 @@ class SerialReader(Worker):
                 pass
             else:
                 self.stats["records"] += 1
+                self.health.count("out")
                 self.health.reading(record)
                 if self._queue_stuck_since is not None:
                     if self._queue_warned or self._queue_gave_up:
@@ -399,6 +410,7 @@ class SerialReader(Worker):
             if self._queue_gave_up or self.stopping or stuck >= self.QUEUE_GIVE_UP_SECONDS:
                 self._queue_gave_up = True
                 self.stats["dropped"] += 1
+                self.health.count("dropped")
                 self._queue_dropped += 1
                 logger.error("port %s: record_que full for %.0f s%s; dropped reading %s", self.port, stuck,
                              " at stop" if self.stopping else "", record.to_raw_line())

@@ -45,9 +45,11 @@ and a second copy on disk would double the writes to the SD card.
 
 A write error (disk full, read-only file system) is logged once per episode;
 the batch is kept in memory and retried every ``retry_seconds``; while it is
-held, no more than ``max_pending`` rows are taken from the queue, so the
-queue fills and the producers feel the back-pressure (BUFFER_POLICY "hold":
-never dropped).  Recovery is logged once.
+held, no more than ``max_pending`` rows are taken from the queue: a queue
+with this worker as its only consumer fills and the readers feel the
+back-pressure; behind the launcher's fan-out, this worker's own inbox
+(BUFFER_POLICY "hold") keeps the rest, up to the fan-out's limit.  Recovery
+is logged once.
 
 Items that are neither Records nor aggregates (nor keilog's 4-item lists)
 are skipped with one log line each.
@@ -72,6 +74,7 @@ import queue
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from keilib.average import Aggregate
 from keilib.clock import Clock
 from keilib.errors import ConfigError
 from keilib.record import Record
@@ -157,9 +160,7 @@ def migrate(db: sqlite3.Connection, path: str = "") -> int:
 
 
 def is_aggregate(item: Any) -> bool:
-    """An Aggregate (keilib.average): a Record with count/minimum/maximum/window."""
-    return isinstance(item, Record) and all(hasattr(item, name) for name in
-                                            ("count", "minimum", "maximum", "window"))
+    return isinstance(item, Aggregate)
 
 
 class SqlRecorder(Worker):

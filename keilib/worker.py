@@ -21,8 +21,11 @@ The pattern every worker follows::
             ...
 
 Rules: never ``time.sleep()`` -- sleep with ``self.wait(seconds)``; block on a
-queue with ``self.get(queue)`` (it wakes at least once a second to look at the
-stop event); every blocking read has a timeout of at most about 1 s.
+queue with ``self.get(queue, timeout)``: a stop request puts a wake-up marker
+into every queue the worker consumes (its ``CONSUMES`` arguments), so a
+consumer may sleep on an empty queue until work or a stop comes
+(``timeout=None``) instead of polling; every blocking read of a port has a
+timeout of at most about 1 s.
 
 An exception escaping ``step()`` is logged once with its traceback and ends
 the thread; the launcher then builds a fresh instance and restarts it with
@@ -45,8 +48,29 @@ from keilib.health import Health, Registry
 
 logger = logging.getLogger(__name__)
 
-# Longest single block on a queue or port: bounds how late a stop is noticed.
+# Longest single block on a port, or on a queue the worker does not own.
 POLL_SECONDS = 0.5
+
+
+class _StopWake:
+    """Put into a consumer's queues at stop so that a blocked get() returns."""
+
+    def __repr__(self) -> str:
+        return "<stop wake-up>"
+
+
+STOP_WAKE = _StopWake()
+
+
+def backoff_delay(failures: int, first: float, cap: float,
+                  rng: Optional[random.Random] = None) -> float:
+    """Seconds to wait after ``failures`` (>= 1) failures in a row.
+
+    Doubles from ``first`` up to ``cap``; with ``rng``, a random factor in
+    [0.5, 1] (jitter) keeps many boxes from retrying in step after an outage.
+    """
+    delay = min(cap, first * (2 ** min(failures - 1, 60)))
+    return delay * rng.uniform(0.5, 1.0) if rng is not None else delay
 
 
 class Backoff:
@@ -68,23 +92,18 @@ class Backoff:
         self.cap = float(cap)
         self.jitter = jitter
         self.rng = rng or random.Random()
-        self.current = self.first
         self.failures = 0          # next() calls since the last reset()
 
     def next(self) -> float:
-        delay = self.current
-        self.current = min(self.current * 2, self.cap)
         self.failures += 1
-        if self.jitter:
-            delay *= self.rng.uniform(0.5, 1.0)
-        return delay
+        return backoff_delay(self.failures, self.first, self.cap,
+                             self.rng if self.jitter else None)
 
     def peek(self) -> float:
-        """The delay ``next()`` would give, without jitter or doubling."""
-        return self.current
+        """The delay ``next()`` would give, without jitter."""
+        return backoff_delay(self.failures + 1, self.first, self.cap)
 
     def reset(self) -> None:
-        self.current = self.first
         self.failures = 0
 
 
@@ -111,6 +130,12 @@ class Worker(threading.Thread):
         # (an exporter, alerts); set by the launcher before start.
         self.registry: Optional[Registry] = None
 
+    @classmethod
+    def config_warnings(cls, args: dict) -> list:
+        """Things in a valid config that will surely not work as meant (a
+        missing port, a placeholder left in), for ``--check`` and the start."""
+        return []
+
     # -- for subclasses -------------------------------------------------
     @property
     def stopping(self) -> bool:
@@ -120,12 +145,15 @@ class Worker(threading.Thread):
         """Sleep ``seconds`` on the worker's clock; True if stop was requested."""
         return self.clock.wait(self._stopping, seconds)
 
-    def get(self, source: "queue.Queue[Any]", timeout: float = POLL_SECONDS) -> Any:
-        """Take one item from ``source``; None if none came within ``timeout``."""
+    def get(self, source: "queue.Queue[Any]", timeout: Optional[float] = POLL_SECONDS,
+            default: Any = None) -> Any:
+        """Take one item from ``source``; ``default`` if none came within
+        ``timeout`` (None: wait until an item or a stop request comes)."""
         try:
-            return source.get(timeout=timeout)
+            item = source.get(timeout=timeout)
         except queue.Empty:
-            return None
+            return default
+        return default if item is STOP_WAKE else item
 
     def setup(self) -> None:
         """Runs first, in the worker's thread."""
@@ -159,10 +187,17 @@ class Worker(threading.Thread):
     def request_stop(self) -> None:
         """Ask the worker to stop, without waiting."""
         self._stopping.set()
+        for name in self.CONSUMES:
+            source = getattr(self, name, None)
+            if isinstance(source, queue.Queue):
+                try:
+                    source.put_nowait(STOP_WAKE)
+                except queue.Full:
+                    pass        # the consumer is busy: it looks at the stop flag next
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask the worker to stop and wait up to ``timeout``; True if it ended."""
-        self._stopping.set()
+        self.request_stop()
         if self.is_alive():
             self.join(timeout)
         return not self.is_alive()

@@ -1,6 +1,6 @@
 <?php
 /*
- * Settings of upload.php.
+ * Settings of upload.php and of the graph page (index.php).
  *
  * Edit the defaults below, or set the environment variables named next to
  * them (Apache: `SetEnv KEI_UPLOAD_KEY ...`; the tests start `php -S` with
@@ -43,4 +43,26 @@ return [
     // Batch ids remembered per data file for de-duplication.  The ids file
     // is cut back to this many when it reaches twice as many.
     'ids_keep' => (int) $kei_env('KEI_IDS_KEEP', 1000),
+
+    // ---- graph page (index.php)
+
+    // Label and unit per series, keyed "unit,sensor" as in the data files.
+    // The meter's series (BR,E7 ...) have English defaults; a series not
+    // named here is titled "Unit <unit>, sensor <sensor>" without a unit.
+    // Series named here are always drawn, even in a file with many ids.
+    'series' => [
+        // 'A,T1' => ['label' => 'Living room', 'unit' => '°C'],
+        // 'A,H1' => ['label' => 'Living room humidity', 'unit' => '%'],
+    ],
+
+    // Price per kWh imported from / exported to the grid, for the cost
+    // beside the energy totals; null: no cost shown.
+    'tariff' => ['import' => null, 'export' => null, 'currency' => 'yen'],
+
+    // While the page shows today it reloads itself this often (s); 0: never.
+    'refresh_seconds' => 60,
+
+    // Time zone for "today" and the tiles' ages, e.g. 'Asia/Tokyo'; '' uses
+    // php.ini, $TZ or the system's.
+    'timezone' => '',
 ];

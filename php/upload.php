@@ -10,11 +10,15 @@
  *          e.g. sum20261123-mylogfile.txt
  *   data   the text to append, at most max_bytes bytes
  *   id     optional batch id ([A-Za-z0-9_-]{1,64}); an id that was already
- *          accepted for this file answers OK without appending again, so a
- *          client may re-send a batch whose answer it never saw.
+ *          accepted for this file with the same data answers OK without
+ *          appending again, so a client may re-send a batch whose answer it
+ *          never saw.  The same id with different data answers 409 and
+ *          stores nothing: two batches under one id is a client fault that
+ *          must not lose data silently.
  *
  * Answer: text/plain body "OK." with 200, or "Error: <reason>" with
  *   405 not a POST, 403 bad key, 400 bad field, 413 too large,
+ *   409 a known batch id with different data,
  *   429 too soon after the previous upload with this key (Retry-After: s),
  *   500 the data directory is unusable, 503 no key configured.
  *
@@ -25,7 +29,9 @@
  * (server stopped, power lost) is finished by the next request for that file
  * (see kei_recover), so even then a retried id is appended exactly once.
  * Files the endpoint keeps for itself start with a dot, which no uploaded
- * name can.
+ * name can: .<fname>.ids (the ids, one a line), .<fname>.sums ("<id>
+ * <digest of its data>", for the 409 check; an id stored before this file
+ * existed has no digest and is answered OK as before) and .<fname>.pending.
  *
  * Works with PHP 7.4 and 8.x, standard library only.
  */
@@ -106,15 +112,54 @@ function kei_read_ids(string $ids_path): array
     return is_file($ids_path) ? (file($ids_path, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: []) : [];
 }
 
-/** Remembers `$id` in `$ids_path`; keeps the newest `$keep` when it grows to 2x. */
-function kei_record_id(string $ids_path, array $ids, string $id, int $keep): void
+/** Digest of a batch's data, kept per id to tell a retry from a clash. */
+function kei_digest(string $data): string
+{
+    return substr(hash('sha256', $data), 0, 32);
+}
+
+/** [id => digest] of the batches stored for one file (ids with a digest only). */
+function kei_read_sums(string $sums_path): array
+{
+    $sums = [];
+    foreach (kei_read_ids($sums_path) as $line) {
+        $fields = explode(' ', $line);
+        if (count($fields) === 2) {
+            $sums[$fields[0]] = $fields[1];
+        }
+    }
+    return $sums;
+}
+
+/**
+ * Remembers `$id` (and the digest of its data, when known) in `$ids_path`
+ * and `$sums_path`; keeps the newest `$keep` when the ids grow to 2x.
+ */
+function kei_record_id(string $ids_path, string $sums_path, array $ids, string $id,
+                       ?string $digest, int $keep): void
 {
     $ids[] = $id;
     if (count($ids) >= 2 * max(1, $keep)) {
-        $tmp = $ids_path . '.tmp';
-        file_put_contents($tmp, implode("\n", array_slice($ids, -$keep)) . "\n");
-        rename($tmp, $ids_path);
+        $kept = array_slice($ids, -$keep);
+        $sums = kei_read_sums($sums_path);
+        if ($digest !== null) {
+            $sums[$id] = $digest;
+        }
+        $lines = [];
+        foreach ($kept as $one) {
+            if (isset($sums[$one])) {
+                $lines[] = $one . ' ' . $sums[$one];
+            }
+        }
+        // Sums first: an id without its digest is only a weaker check.
+        file_put_contents($sums_path . '.tmp', $lines ? implode("\n", $lines) . "\n" : '');
+        rename($sums_path . '.tmp', $sums_path);
+        file_put_contents($ids_path . '.tmp', implode("\n", $kept) . "\n");
+        rename($ids_path . '.tmp', $ids_path);
     } else {
+        if ($digest !== null) {
+            file_put_contents($sums_path, $id . ' ' . $digest . "\n", FILE_APPEND);
+        }
         file_put_contents($ids_path, $id . "\n", FILE_APPEND);
     }
 }
@@ -122,25 +167,27 @@ function kei_record_id(string $ids_path, array $ids, string $id, int $keep): voi
 /**
  * Finishes what a request killed in mid-store left behind (the server
  * stopped, the power failed).  Before appending, a batch with an id writes
- * "<id> <size before> <length>" to `$pending_path`; if that file is still
+ * "<id> <size before> <length> <digest>" to `$pending_path`; if that file is still
  * there, the append either completed (then the id is recorded, so the
  * client's retry is answered OK and not appended twice) or did not (then any
  * partial tail is cut off, and the retry appends it once).
  */
-function kei_recover(string $path, string $pending_path, string $ids_path, int $keep): void
+function kei_recover(string $path, string $pending_path, string $ids_path, string $sums_path,
+                     int $keep): void
 {
     if (!is_file($pending_path)) {
         return;
     }
     $fields = explode(' ', trim((string) file_get_contents($pending_path)));
-    if (count($fields) === 3) {
+    if (count($fields) === 3 || count($fields) === 4) {   // 3: written before digests
         [$id, $offset, $length] = [$fields[0], (int) $fields[1], (int) $fields[2]];
+        $digest = $fields[3] ?? null;
         clearstatcache(true, $path);
         $size = is_file($path) ? (int) filesize($path) : 0;
         if ($size >= $offset + $length) {
             $ids = kei_read_ids($ids_path);
             if (!in_array($id, $ids, true)) {
-                kei_record_id($ids_path, $ids, $id, $keep);
+                kei_record_id($ids_path, $sums_path, $ids, $id, $digest, $keep);
             }
         } elseif ($size > $offset) {
             $handle = @fopen($path, 'r+b');
@@ -161,10 +208,16 @@ function kei_store(array $config, string $key, string $fname, string $data, stri
 {
     $dir = rtrim($config['data_dir'], '/');
     $ids_path = "$dir/.$fname.ids";
+    $sums_path = "$dir/.$fname.sums";
     $pending_path = "$dir/.$fname.pending";
-    kei_recover("$dir/$fname", $pending_path, $ids_path, $config['ids_keep']);
+    kei_recover("$dir/$fname", $pending_path, $ids_path, $sums_path, $config['ids_keep']);
     $ids = $id !== '' ? kei_read_ids($ids_path) : [];
+    $digest = kei_digest($data);
     if ($id !== '' && in_array($id, $ids, true)) {
+        $stored = kei_read_sums($sums_path)[$id] ?? null;
+        if ($stored !== null && !hash_equals($stored, $digest)) {
+            return [409, 'Error: batch id ' . $id . ' was already stored with different data', []];
+        }
         return [200, 'OK.', []];              // a retry of a stored batch
     }
     // After the id check: a batch stored before the limit was lowered is
@@ -189,14 +242,14 @@ function kei_store(array $config, string $key, string $fname, string $data, stri
     if ($id !== '') {
         clearstatcache(true, "$dir/$fname");
         $size = is_file("$dir/$fname") ? (int) filesize("$dir/$fname") : 0;
-        file_put_contents($pending_path, "$id $size " . strlen($data));
+        file_put_contents($pending_path, "$id $size " . strlen($data) . " $digest");
     }
     if (!kei_append("$dir/$fname", $data)) {
         @unlink($pending_path);
         return [500, 'Error: could not write the data file', []];
     }
     if ($id !== '') {
-        kei_record_id($ids_path, $ids, $id, $config['ids_keep']);
+        kei_record_id($ids_path, $sums_path, $ids, $id, $digest, $config['ids_keep']);
         unlink($pending_path);
     }
     $rate[$who] = $now;

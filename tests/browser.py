@@ -71,12 +71,13 @@ class WebDriverError(RuntimeError):
 class Browser:
     """One chromedriver process and one Chromium session."""
 
-    def __init__(self, width: int = 1100, height: int = 900) -> None:
+    def __init__(self, width: int = 1100, height: int = 900, mobile: bool = False) -> None:
         reason = browser_missing()
         if reason:
             raise RuntimeError(reason)
         self.width = width
         self.height = height
+        self.mobile = mobile
         self.profile = tempfile.mkdtemp(prefix="kei-chromium-")
         self.log_path = Path(self.profile + ".chromedriver.log")
         self.port = _free_port()
@@ -104,9 +105,15 @@ class Browser:
             },
             "goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"},
         }
+        if self.mobile:
+            # A phone: this viewport, a device pixel ratio of 3, touch input.
+            capabilities["goog:chromeOptions"]["mobileEmulation"] = {
+                "deviceMetrics": {"width": self.width, "height": self.height, "pixelRatio": 3.0,
+                                  "touch": True, "mobile": True}}
         answer = self._call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
         self.session = answer["sessionId"]
-        self._call("POST", self._path("/window/rect"), {"width": self.width, "height": self.height})
+        if not self.mobile:
+            self._call("POST", self._path("/window/rect"), {"width": self.width, "height": self.height})
         return self
 
     def _ready(self) -> bool:
@@ -179,6 +186,19 @@ class Browser:
         """Load ``url`` and return once the page's load event has fired."""
         self._call("POST", self._path("/url"), {"url": url})
 
+    def point_at(self, x: float, y: float) -> None:
+        """Move the mouse to (x, y) in the viewport, or tap there on a phone (W3C actions)."""
+        if self.mobile:
+            steps = [{"type": "pointerMove", "duration": 0, "x": int(x), "y": int(y), "origin": "viewport"},
+                     {"type": "pointerDown", "button": 0}, {"type": "pointerUp", "button": 0}]
+            kind = "touch"
+        else:
+            steps = [{"type": "pointerMove", "duration": 0, "x": int(x), "y": int(y), "origin": "viewport"}]
+            kind = "mouse"
+        self._call("POST", self._path("/actions"), {"actions": [
+            {"type": "pointer", "id": "kei-" + kind, "parameters": {"pointerType": kind}, "actions": steps}]})
+        self._call("DELETE", self._path("/actions"), None)
+
     def execute(self, script: str, *args: Any) -> Any:
         """Run ``script`` (a function body; ``arguments`` holds ``args``) in the page."""
         return self._call("POST", self._path("/execute/sync"), {"script": script, "args": list(args)})
@@ -220,7 +240,7 @@ class Browser:
 
     def screenshot(self, path: Path, full_page: bool = True) -> Path:
         """Save a PNG of the page (grown to the page's height when ``full_page``)."""
-        if full_page:
+        if full_page and not self.mobile:
             height = int(self.execute(
                 "return Math.ceil(document.documentElement.scrollHeight);"))
             self._call("POST", self._path("/window/rect"),

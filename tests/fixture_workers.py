@@ -80,9 +80,12 @@ class SlowSink(Worker):
                 handle.write("%r\n" % (item,))
 
     def cleanup(self):
-        while not self.in_que.empty():
+        while True:
+            item = self.get(self.in_que, timeout=0)
+            if item is None:
+                break
             with open(self.path, "a") as handle:
-                handle.write("%r\n" % (self.in_que.get_nowait(),))
+                handle.write("%r\n" % (item,))
 
 
 class EnvPrinter(Worker):

@@ -6,6 +6,7 @@
     server.stop()               # the port stays reserved for this object
     server.start()              # same port again: clients keep their URL
 
+``ini`` adds ``-d name=value`` settings (e.g. ``{"memory_limit": "128M"}``).
 ``workers`` > 1 sets PHP_CLI_SERVER_WORKERS so that requests really run in
 parallel processes (needed to exercise the endpoint's locking).  PHP runs with
 every error reported and logged (``-d error_reporting=-1 -d log_errors=1``);
@@ -52,13 +53,15 @@ def accepts(port: int) -> bool:
 
 class PhpServer:
     def __init__(self, docroot, env: Optional[Dict[str, str]] = None,
-                 port: Optional[int] = None, workers: int = 1):
+                 port: Optional[int] = None, workers: int = 1,
+                 ini: Optional[Dict[str, str]] = None):
         if PHP is None:
             raise RuntimeError("php not found: install php-cli (apt-get install php-cli)")
         self.docroot = Path(docroot)
         self.env = dict(env or {})
         self.port = port or free_port()
         self.workers = workers
+        self.ini = dict(ini or {})
         self.log_path = Path(tempfile.mkstemp(prefix="php-server-", suffix=".log")[1])
         self.process: Optional[subprocess.Popen] = None
 
@@ -80,9 +83,10 @@ class PhpServer:
         with open(self.log_path, "ab") as log:
             # Own process group: the worker processes are children of the
             # first one and must be stopped with it.
+            settings = [arg for name, value in self.ini.items() for arg in ("-d", "%s=%s" % (name, value))]
             self.process = subprocess.Popen(
-                [PHP, "-d", "error_reporting=-1", "-d", "log_errors=1", "-d", "display_errors=0",
-                 "-S", "127.0.0.1:%d" % self.port, "-t", str(self.docroot)],
+                [PHP, "-d", "error_reporting=-1", "-d", "log_errors=1", "-d", "display_errors=0"]
+                + settings + ["-S", "127.0.0.1:%d" % self.port, "-t", str(self.docroot)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
 
@@ -138,8 +142,8 @@ def php_server_factory():
     """``make(docroot, env=..., workers=...)`` -> a started PhpServer, stopped after the test."""
     servers: List[PhpServer] = []
 
-    def make(docroot, env=None, workers=1, port=None) -> PhpServer:
-        server = PhpServer(docroot, env=env, workers=workers, port=port)
+    def make(docroot, env=None, workers=1, port=None, ini=None) -> PhpServer:
+        server = PhpServer(docroot, env=env, workers=workers, port=port, ini=ini)
         servers.append(server)
         return server.start()
 

@@ -156,32 +156,34 @@ def test_worker_that_overrides_run_and_dies_is_logged_with_traceback_and_restart
 
 
 def test_backoff_doubles_to_sixty_seconds_and_resets_after_ten_minutes_of_running():
-    from keilib.daemon import Supervised, Waker, WorkerSpec
+    from keilib.daemon import Supervised, Waker, WorkerSpec, WorkerState
+    from keilib.health import Registry
     from fixture_workers import FailingWorker
     spec = WorkerSpec(0, FailingWorker, {})
     waker = Waker()
-    supervised = Supervised(spec, spec.build(), waker)
+    supervised = Supervised(spec, spec.build(), waker, Registry())
     now = 1000.0
 
     def run_and_die(ran: float) -> float:
         """Start (or restart) the worker, let it die after ``ran`` s; the delay chosen."""
         nonlocal now
-        if supervised.state == "STARTING":
+        if supervised.state == WorkerState.STARTING:
             supervised.start(now)
         else:
             now = supervised.restart_at
             supervised.check(now)                  # restarts it
-        assert supervised.state == "RUNNING"
+        assert supervised.state == WorkerState.RUNNING
         supervised.instance.join(5)                # FailingWorker raises at once
         now += ran
         supervised.check(now)
-        assert supervised.state == "BACKOFF"
+        assert supervised.state == WorkerState.BACKOFF
         return supervised.restart_at - now
 
     delays = [run_and_die(1.0) for _ in range(9)]
     assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     assert run_and_die(600.0) == 1                 # it had run 10 minutes: start again at 1 s
     assert run_and_die(1.0) == 2
+    assert spec.health.snapshot()["counters"]["restarts"] == 11   # kept across instances
 
 
 def test_log_file_rotates_at_midnight_and_keeps_three_days(tmp_path):
@@ -236,7 +238,25 @@ CONFIG_ERRORS = [
      "worker_def[0] (FileRecorder): argument 'record_que' must be a queue.Queue, got list"),
     ("bad_value", "import queue\nfrom keilib.recorder import FileRecorder\n"
                   "worker_def = [{'class': FileRecorder, 'args': {'record_que': queue.Queue(), 'fname_base': '../x'}}]\n",
-     "worker_def[0] (FileRecorder): fname_base must be a plain file name part"),
+     "worker_def[0] (FileRecorder): argument 'fname_base' must be 1 to 80 letters"),
+    ("record_que_as_upload_que", "import queue\nfrom keilib.recorder import FileRecorder\n"
+                                 "from keilib.uploader import HttpPostUploader\nrq = queue.Queue()\n"
+                                 "worker_def = [{'class': FileRecorder, 'args': {'record_que': rq}},\n"
+                                 "  {'class': HttpPostUploader, 'args': {'upload_que': rq, 'target_url': "
+                                 "'http://127.0.0.1:9/u.php', 'upload_key': 'k'}}]\n",
+     "one queue is worker_def[0] (FileRecorder)'s 'record_que' (readings) and worker_def[1] "
+     "(HttpPostUploader)'s 'upload_que' (upload blocks)"),
+    ("same_queue_in_and_out", "import queue\nfrom keilib.recorder import FileRecorder\nq = queue.Queue()\n"
+                              "worker_def = [{'class': FileRecorder, 'args': {'record_que': q, 'upload_que': q}}]\n",
+     "worker_def[0] (FileRecorder)'s 'record_que' (readings) and worker_def[0] (FileRecorder)'s "
+     "'upload_que' (upload blocks)"),
+    ("same_fname_base", "import queue\nfrom keilib.recorder import FileRecorder\nq = queue.Queue()\n"
+                        "worker_def = [{'class': FileRecorder, 'args': {'record_que': q, 'fname_base': 'x'}},\n"
+                        "  {'class': FileRecorder, 'args': {'record_que': queue.Queue(), 'fname_base': 'x'}}]\n",
+     "worker_def[0] (FileRecorder) and worker_def[1] (FileRecorder) both use files "),
+    ("loop_queue", "import queue\nfrom keilib.average import Averager\nq = queue.Queue()\n"
+                   "worker_def = [{'class': Averager, 'args': {'record_que': q, 'aggregate_que': q}}]\n",
+     "worker_def[0] (Averager) takes from and puts into the same queue ('record_que' and 'aggregate_que')"),
     ("orphan_queue", "import queue\nfrom fixture_workers import CountingReader\n"
                      "worker_def = [{'class': CountingReader, 'args': {'record_que': queue.Queue()}}]\n",
      "worker_def[0] (CountingReader): argument 'record_que' is a queue that no worker takes from"),

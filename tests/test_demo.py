@@ -9,6 +9,7 @@ page in headless Chromium.
 from __future__ import annotations
 
 import collections
+import os
 import re
 import signal
 import subprocess
@@ -30,8 +31,12 @@ def files(workdir: Path, pattern: str) -> str:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
+    (workdir / "demo-data").mkdir()
+    (workdir / "demo-data" / "20260101-demo.txt").write_text("an earlier run\n")
+    # Its own process group, stopped as Ctrl-C in a terminal does: SIGINT to the whole group.
     proc = subprocess.Popen([PYTHON, str(REPO / "kei.py"), "--demo"], cwd=workdir, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         def ready() -> bool:
             summary = files(workdir, "sum2*-demo.txt")
@@ -39,7 +44,7 @@ def demo(tmp_path_factory):
             return (",BR,E7," in summary and ",unit1,temp," in summary and len(windows) >= 2
                     and ",BR,EA," in files(workdir, "2*-demo.txt"))
         wait_for(ready, timeout=60, interval=0.2, message="demo files")
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)
         output, _ = proc.communicate(timeout=15)
     finally:
         proc.kill()
@@ -62,6 +67,42 @@ def test_demo_runs_both_readers_into_files_and_stops_cleanly(demo):
     if PHP is not None:     # the local endpoint received the 10-minute averages
         uploaded = files(demo["workdir"], "uploaded/sum2*-demo.txt")
         assert uploaded and set(uploaded.splitlines()) <= set(summary.splitlines())
+
+
+def test_the_demo_talks_and_stops_quietly_on_ctrl_c(demo):
+    output = demo["output"]
+    assert "exports to the grid" in output and "imports from it" in output       # the banner
+    page = re.search(r"Graph page: (\S+)", output)
+    assert page and (page.group(1).startswith("http://127.0.0.1:") if PHP else "php-cli" in output)
+    windows = re.findall(r"^\d\d:\d\d  power [+-]\d+ W \((?:exporting to|importing from) the grid\)"
+                         r"  energy imported [\d.]+ kWh, exported [\d.]+ kWh  sensors: unit1 hum [\d.]+.*"
+                         r"(?:uploaded: \d+ window\(s\) so far|not uploaded: no php).*$", output, re.M)
+    assert len(windows) >= 2, output[-3000:]
+    # Ctrl-C reached php -S too in a terminal: kei stops it itself, quietly.
+    assert " ERROR " not in output and "Traceback" not in output, output[-3000:]
+    assert demo["returncode"] == 0
+    # The earlier run's files were kept aside, not mixed into this run's charts.
+    previous = list(demo["workdir"].glob("demo-data-previous-*"))
+    assert len(previous) == 1 and (previous[0] / "20260101-demo.txt").read_text() == "an earlier run\n"
+    assert not (demo["workdir"] / "demo-data" / "20260101-demo.txt").exists()
+
+
+def test_without_php_the_demo_says_what_to_install(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = subprocess.Popen([PYTHON, str(REPO / "kei.py"), "--demo"], cwd=tmp_path,
+                            env=subprocess_env(PATH=str(empty)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = ""
+        while "Stop with Ctrl-C" not in banner:
+            line = proc.stdout.readline()
+            assert line, banner
+            banner += line
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert "Graph page: none (install php-cli to see it: sudo apt install php-cli)" in banner
 
 
 def counts(text: str) -> Dict[str, int]:

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
+from keilib.average import Aggregate
 from keilib.record import HISTORY_DATA_ID, Record
 from pgserver import PgServer
 from support import PYTHON, REPO, subprocess_env, wait_for
-from test_sql import Aggregate
 
 import psycopg  # noqa: E402  (requirements-dev.txt)
 

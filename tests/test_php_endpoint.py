@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -170,6 +171,25 @@ def test_a_known_id_answers_ok_without_appending(endpoint, data_dir):
     assert user_files(data_dir) == {"x.txt": b"one\ntwo\nold\nold\n", "y.txt": b"one\n"}
 
 
+def test_a_known_id_with_different_data_is_409_and_stores_nothing(endpoint, data_dir):
+    assert post(endpoint, data="one\n", id="batch-1").text == "OK."
+    answer = post(endpoint, data="other\n", id="batch-1")
+    assert answer.status_code == 409
+    assert answer.text == "Error: batch id batch-1 was already stored with different data"
+    assert post(endpoint, data="one\n", id="batch-1").text == "OK."     # the true retry
+    # The same id for another file is another batch, whatever its data.
+    assert post(endpoint, fname="y.txt", data="other\n", id="batch-1").text == "OK."
+    assert user_files(data_dir) == {"x.txt": b"one\n", "y.txt": b"other\n"}
+
+
+def test_an_id_stored_before_digests_were_kept_stays_ok(endpoint, data_dir):
+    """An ids file from an older endpoint has no digest: its ids answer OK as before."""
+    (data_dir / "x.txt").write_bytes(b"one\n")
+    (data_dir / ".x.txt.ids").write_text("old-1\n")
+    assert post(endpoint, data="whatever\n", id="old-1").text == "OK."
+    assert user_files(data_dir) == {"x.txt": b"one\n"}
+
+
 def test_a_known_id_is_ok_even_inside_the_rate_limit(php_server_factory, data_dir):  # noqa: F811
     server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_MIN_INTERVAL="30"))
     url = server.url("upload.php")
@@ -217,6 +237,15 @@ def test_a_store_killed_in_mid_flight_is_completed_once(endpoint, data_dir, case
     assert not (data_dir / ".x.txt.pending").exists()
 
 
+def test_a_store_killed_after_its_append_still_refuses_other_data_for_its_id(endpoint, data_dir):
+    (data_dir / "x.txt").write_bytes(b"zero\none\n")
+    digest = hashlib.sha256(b"one\n").hexdigest()[:32]
+    (data_dir / ".x.txt.pending").write_text("b1 5 4 %s" % digest)
+    assert post(endpoint, data="uno\n", id="b1").status_code == 409
+    assert post(endpoint, data="one\n", id="b1").text == "OK."
+    assert (data_dir / "x.txt").read_bytes() == b"zero\none\n"
+
+
 def test_id_store_is_bounded_and_keeps_the_newest(php_server_factory, data_dir):  # noqa: F811
     server = php_server_factory(PHP_DIR, env=server_env(data_dir, KEI_IDS_KEEP="5"))
     url = server.url("upload.php")
@@ -226,6 +255,9 @@ def test_id_store_is_bounded_and_keeps_the_newest(php_server_factory, data_dir):
     assert 5 <= len(ids) < 10
     assert ids[-1] == "id22"
     assert post(url, data="22\n", id="id22").text == "OK."      # still de-duplicated
+    assert post(url, data="other\n", id="id22").status_code == 409  # and still checked
+    sums = (data_dir / ".x.txt.sums").read_text().split("\n")[:-1]
+    assert [line.split()[0] for line in sums] == ids             # trimmed together
     assert user_files(data_dir)["x.txt"] == "".join("%d\n" % n for n in range(23)).encode()
 
 

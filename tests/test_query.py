@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
+from keilib.average import Aggregate
 from keilib.record import HISTORY_DATA_ID, Record
 from keilib.sql import SqlRecorder
 from support import PYTHON, REPO, subprocess_env, wait_for
-from test_sql import Aggregate
 
 DAY = datetime.datetime(2026, 11, 24)          # a Tuesday
 HALF = datetime.timedelta(minutes=30)

@@ -229,7 +229,7 @@ def _unwritable_then_writable(directory, clock, block, unblock):
     try:
         for i in range(5):
             record_que.put(Record(D(2026, 5, 20, 14, 0, i), "U", "S", i))
-        wait_for(lambda: record_que.empty() and len(recorder.pending) == 5)
+        wait_for(lambda: record_que.empty() and recorder.pending_lines == 5)
         assert recorder.is_alive()
         unblock(directory)
         clock.advance(6)
@@ -253,8 +253,11 @@ def test_late_reading_is_raw_only(rig, fake_clock):
 
 
 def test_bad_fname_base_is_refused(tmp_path):
-    with pytest.raises(ValueError):
-        FileRecorder(queue.Queue(), fname_base="a/b", directory=str(tmp_path))
+    from keilib.errors import ConfigError
+    # What the endpoint or the graph page would refuse is refused here, at --check time.
+    for bad in ("a/b", "a.b", "a b", "caf\u00e9", "a\0b", "", "x" * 81, 5):
+        with pytest.raises(ConfigError, match="fname_base"):
+            FileRecorder(queue.Queue(), fname_base=bad, directory=str(tmp_path))
 
 
 def test_keilog_display_arguments_are_accepted_and_ignored(tmp_path, caplog):
@@ -315,3 +318,66 @@ def test_held_upload_blocks_are_bounded(tmp_path, fake_clock, monkeypatch, caplo
         recorder.request_stop()
         upload_que.get_nowait()
         recorder.stop(10)
+
+
+def fill(directory) -> None:
+    """Fill a file system to the last byte (whole pages, then single bytes)."""
+    with open(directory / "filler", "wb", buffering=0) as handle:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    handle.write(b"x" * size)
+            except OSError:
+                pass
+
+
+def test_a_line_cut_by_a_full_disk_is_finished_not_repeated(small_fs, fake_clock, caplog):
+    """The kernel writes part of a line before ENOSPC (the raw file's last page
+    had room for a few bytes): once space returns the rest of that line is
+    written, so every line is whole and every reading is there once."""
+    directory, mounted = small_fs
+    if not mounted:
+        pytest.skip("needs root to mount a small tmpfs")
+    raw = directory / "20260520-p.txt"
+    pad = ["2026/05/20 13:00:00,U,pad,%d,x\n" % n for n in range(10 ** 6)]
+    text, number = "", 0
+    while len(text) + len(pad[number]) + 30 <= 4090:      # 6 bytes left in the file's page
+        text += pad[number]
+        number += 1
+    text += "2026/05/20 13:00:00,U,pad,%s,x\n" % ("7" * (4090 - len(text) - 29))
+    raw.write_text(text)
+    assert raw.stat().st_size == 4090
+    fill(directory)
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="p", directory=str(directory), clock=fake_clock,
+                            retry_seconds=5)
+    recorder.start()
+    try:
+        for second in range(5):
+            record_que.put(Record(D(2026, 5, 20, 14, 0, second), "u1", "seq", 470 + second))
+        wait_for(lambda: "cannot write" in caplog.text, message="the full disk noticed")
+        assert raw.stat().st_size == 4096                  # the kernel took part of a line
+        (directory / "filler").unlink()
+        fake_clock.advance(6)
+        wait_for(lambda: len(lines(raw)) == text.count("\n") + 5, message="held lines written")
+    finally:
+        recorder.stop(5)
+    written = lines(raw)
+    for line in written:
+        Record.parse_raw_line(line)                        # every line is well-formed
+    assert written[-5:] == ["2026/05/20 14:00:0%d,u1,seq,%d,x" % (s, 470 + s) for s in range(5)]
+
+
+def test_half_a_line_left_by_a_crash_is_cut_at_open(tmp_path, fake_clock, caplog):
+    raw = tmp_path / "20260520-c.txt"
+    raw.write_bytes(b"2026/05/20 13:59:59,U,S,1,x\n2026/05/20 14:0")      # kill -9 mid-write
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="c", directory=str(tmp_path), clock=fake_clock)
+    recorder.start()
+    try:
+        record_que.put(Record(D(2026, 5, 20, 14, 0, 1), "U", "S", 2))
+        wait_for(lambda: len(lines(raw)) == 2)
+    finally:
+        recorder.stop(5)
+    assert lines(raw) == ["2026/05/20 13:59:59,U,S,1,x", "2026/05/20 14:00:01,U,S,2,x"]
+    assert "ended in an incomplete line (15 bytes" in caplog.text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import os
@@ -15,21 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from keilib.average import Aggregate
 from keilib.errors import ConfigError
 from keilib.record import HISTORY_DATA_ID, Record
 from keilib import sql
 from keilib.sql import SqlRecorder
 from support import PYTHON, REPO, read_text, subprocess_env, wait_for
-
-try:   # the averaging stage (issue 10); until it lands, an Aggregate of the same contract
-    from keilib.average import Aggregate
-except ImportError:   # pragma: no cover - removed once keilib.average is in main
-    @dataclasses.dataclass(frozen=True)
-    class Aggregate(Record):     # type: ignore[no-redef]
-        count: int = 0
-        minimum: float = 0.0
-        maximum: float = 0.0
-        window: int = 600
 
 T0 = datetime.datetime(2026, 5, 20, 14, 0, 0)
 

@@ -10,11 +10,14 @@ every block once and in order.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import textwrap
 import time
 from pathlib import Path
+
+import pytest
 
 from phpserver import PhpServer
 from support import PYTHON, REPO, subprocess_env, wait_for
@@ -209,6 +212,60 @@ def test_server_stopped_and_kei_killed_while_uploads_flow(tmp_path):
         lines = [line for text in expected.values() for line in text.splitlines()]
         assert len(lines) == len(set(lines)) >= stopped_at + 10        # no block twice
         assert "Connection refused" in log_path.read_text()        # the outage was seen
+        assert server.php_errors() == []
+    finally:
+        kill_all(processes)
+        server.close()
+
+
+@pytest.mark.timeout(150)
+def test_kill_9_around_summary_writes_loses_and_duplicates_no_block(tmp_path):
+    """kei.py is killed with SIGKILL 30 times, each time within a few
+    milliseconds of its summary file growing (a block being written): the
+    block is in the uploader's spool before it is in the summary file, so the
+    server ends with every local summary line exactly once."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    server = PhpServer(REPO / "php", env={"KEI_DATA_DIR": str(data_dir), "KEI_UPLOAD_KEY": KEY,
+                                          "KEI_MIN_INTERVAL": "0"})
+    (workdir / "keiconf.py").write_text(textwrap.dedent(FLOW_CONFIG % {
+        "url": server.url("upload.php"), "key": KEY}))
+    (workdir / "per_run").write_text("100000")
+    rng = random.Random(30)
+    log_path = tmp_path / "kei-output.log"
+    processes = []
+    kills = 0
+    try:
+        server.start()
+        with open(log_path, "ab") as log:
+            for _ in range(30):                               # bounded: 30 kills
+                before = sum(map(len, local_sums(workdir).values()))
+                process = start_kei(workdir, log)
+                processes.append(process)
+                wait_for(lambda: sum(map(len, local_sums(workdir).values())) > before, timeout=15,
+                         interval=0.001, message="a summary write")
+                time.sleep(rng.uniform(0, 0.02))              # around it: before, during, after
+                process.send_signal(signal.SIGKILL)
+                process.wait(10)
+                kills += 1
+            (workdir / "per_run").write_text("0")             # the last run only delivers
+            last = start_kei(workdir, log)
+            processes.append(last)
+            wait_for(lambda: log_path.read_text().count(" started with ") == 31, timeout=15,
+                     message="the last run started")
+            wait_for(lambda: spooled_bytes(workdir / "spool") == 0 and server_lines(data_dir) >= 30,
+                     timeout=30, message="the spool delivered")
+            last.send_signal(signal.SIGTERM)
+            assert last.wait(15) == 0
+        local = [line for text in local_sums(workdir).values() for line in text.splitlines()]
+        served = [line for text in server_files(data_dir).values() for line in text.splitlines()]
+        assert kills == 30 and len(local) >= 30
+        assert len(served) == len(set(served)), "a block reached the server twice"
+        assert set(local) <= set(served), "a summary line never reached the server"
+        # A kill between the spool and the file leaves a line the local file lacks.
+        assert len(set(served) - set(local)) <= kills
         assert server.php_errors() == []
     finally:
         kill_all(processes)

@@ -18,7 +18,7 @@ import requests
 
 from keilib.clock import ScaledClock
 from keilib.errors import ConfigError
-import keilib.uploader
+import keilib.spool
 from keilib.uploader import (BATCH, ITEM, TEMP_PREFIX, HttpPostUploader, Spool, backoff_delay,
                              batch_id, classify, safe_url, split_id, split_lines, stated_limit)
 from phpserver import PhpServer, php_server_factory  # noqa: F401 - fixture
@@ -557,7 +557,7 @@ def test_spool_split_head_is_one_atomic_rewrite_and_deterministic(tmp_path, monk
         (Path(directory) / (TEMP_PREFIX + name)).write_bytes(payload[:40])
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(keilib.uploader, "write_atomic", killed_before_rename)
+    monkeypatch.setattr(keilib.spool, "write_atomic", killed_before_rename)
     with pytest.raises(RuntimeError):
         spool.split_head(batch, 300)
     monkeypatch.undo()
@@ -738,7 +738,7 @@ def test_a_crash_in_the_middle_of_a_split_neither_loses_nor_duplicates(
             def half_write(directory, name, payload, sync_dir=True):
                 (Path(directory) / (TEMP_PREFIX + name)).write_bytes(payload[:100])
                 raise RuntimeError("killed inside the rewrite")
-            monkeypatch.setattr(keilib.uploader, "write_atomic", half_write)
+            monkeypatch.setattr(keilib.spool, "write_atomic", half_write)
         pieces = original_split(self, batch, limit)
         if crash == "after the rewrite":
             raise RuntimeError("killed after the rewrite")

@@ -6,6 +6,9 @@
   the ``Scheduler`` devices use for delayed output, and ``PtyTransport``.
 * ``keilib.sim.protocol_sim``: the ``sim://`` pyserial URL handler, e.g.
   ``serial.serial_for_url('sim://wisun?kind=ips&scale=60&name=x')``.
+* ``keilib.sim.lan``: ECHONET Lite devices on the LAN (an EcoCute, a
+  battery, a solar inverter), each a real UDP node on its own address, port
+  3610; ``python3 -m keilib.sim lan --device solar --address 127.0.0.5``.
 * ``python3 -m keilib.sim wisun --kind ips`` serves a module on a pty and
   prints its path.
 

@@ -13,7 +13,14 @@ gets ``ok`` or ``error: <why>`` on stdout.  EOF on stdin ends only the
 control reader.  After ``unplug``/``replug`` the pty has a new path: use
 ``--link`` for a stable name.
 
-Each device is a subcommand built from a row of SUBCOMMANDS: its module's
+    python3 -m keilib.sim lan --device ecocute|battery|solar --address 127.0.0.N
+                              [--scale N] [--no-multicast] [--inf-to ADDR ...]
+
+``lan`` is not a serial device: it serves one ECHONET Lite node on UDP
+(address, 3610) (``keilib.sim.lan``); its first stdout line is
+``<address>:3610``.
+
+Each serial device is a subcommand built from a row of SUBCOMMANDS: its module's
 ``from_options()`` receives the options as strings, exactly as from a
 ``sim://`` URL, so both front ends accept the same names.
 """
@@ -62,7 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
                                   " (%s)" % module.CONTROL_GRAMMAR
                                   if hasattr(module, "CONTROL_GRAMMAR") else ""))
         cmd.add_argument("--verbose", action="store_true", help="log to stderr")
+    lan = sub.add_parser("lan", help="a simulated ECHONET Lite device on the LAN (UDP port 3610)")
+    lan.add_argument("--device", dest="lan_device", required=True, choices=["ecocute", "battery", "solar"])
+    lan.add_argument("--address", required=True, help="the node's own IPv4 address, e.g. 127.0.0.5")
+    lan.add_argument("--instance", type=int, default=1, help="instance code of the device object (1)")
+    lan.add_argument("--scale", type=float, default=1.0, help="simulated time runs this much faster")
+    lan.add_argument("--no-multicast", action="store_true", help="do not join or send to 224.0.23.0")
+    lan.add_argument("--inf-to", action="append", default=[], metavar="ADDR",
+                     help="also send INF notifications to this address (unicast)")
+    lan.add_argument("--verbose", action="store_true", help="log to stderr")
     return parser
+
+
+def serve_lan(args: argparse.Namespace) -> int:
+    """``lan``: serve one ECHONET Lite node until SIGINT/SIGTERM."""
+    from keilib.clock import SYSTEM_CLOCK, ScaledClock
+    from keilib.sim.lan import PORT, LanNode, make_model
+
+    clock = ScaledClock(args.scale) if args.scale != 1 else SYSTEM_CLOCK
+    try:
+        node = LanNode(make_model(args.lan_device, args.instance), args.address, clock=clock,
+                       multicast=not args.no_multicast, inf_to=args.inf_to).start()
+    except (OSError, ValueError) as exc:
+        print("error: %s:%d: %s" % (args.address, PORT, exc), file=sys.stderr, flush=True)
+        return 1
+    try:
+        print("%s:%d" % (args.address, PORT), flush=True)
+        signal.sigwait(STOP_SIGNALS)
+    finally:
+        node.stop()
+    return 0
 
 
 def serve_control(device: Any, stdin_fd: int = 0, stdout_fd: int = 1) -> None:
@@ -108,6 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    if args.device == "lan":                 # a UDP node, not a serial device
+        return serve_lan(args)
     module_name, flags = SUBCOMMANDS[args.device]
     options = {option: getattr(args, "opt_" + option) for option in flags.values()
                if getattr(args, "opt_" + option) is not None}
