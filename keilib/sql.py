@@ -295,6 +295,17 @@ class SqlRecorder(Worker):
         return None
 
     def cleanup(self) -> None:
+        # At stop the producers have stopped first: store what they queued.
+        if self.failing_since is None:
+            while True:
+                item = self._get_nowait()
+                if item is None:
+                    break
+                self.add(item)
+                if len(self.pending) >= self.batch_size:
+                    self.commit()
+                    if self.pending:
+                        break
         if self.pending:
             self.commit()
             if self.pending:

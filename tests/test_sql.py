@@ -259,3 +259,42 @@ def test_aggregates_on_their_own_queue(tmp_path, fake_clock):
     finally:
         assert recorder.stop(5)
     assert rows(tmp_path / "kei.sqlite", "aggregate") == [("TEMP", 600, int(T0.timestamp()), 21.25, 21.0, 21.5, 60)]
+
+
+FANOUT_CONFIG = """
+import queue
+from keilib.average import Averager
+from keilib.recorder import FileRecorder
+from keilib.sql import SqlRecorder
+from fixture_workers import CountingReader
+
+record_que = queue.Queue(50)
+aggregate_que = queue.Queue()
+worker_def = [
+    {'class': CountingReader, 'args': {'record_que': record_que, 'count': 300}},
+    {'class': FileRecorder, 'args': {'record_que': record_que, 'fname_base': 'run'}},
+    {'class': Averager, 'args': {'record_que': record_que, 'aggregate_que': aggregate_que}},
+    {'class': SqlRecorder, 'args': {'record_que': record_que, 'aggregate_que': aggregate_que}},
+]
+"""
+
+
+def test_beside_other_outputs_behind_the_fan_out_with_the_averager(tmp_path):
+    (tmp_path / "keiconf.py").write_text(FANOUT_CONFIG)
+    proc = subprocess.Popen([PYTHON, str(REPO / "kei.py")], cwd=tmp_path, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "all 300 readings queued" in read_text(tmp_path / "kei.log"), timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    stored = rows(tmp_path / "kei.sqlite")
+    raw = [line for path in sorted(tmp_path.glob("2*-run.txt")) for line in read_text(path).splitlines()]
+    assert len(raw) == 300
+    # CountingReader stamps whole seconds: readings within one second are one row
+    assert {row[3] for row in stored} <= set(float(n) for n in range(300))
+    assert len(stored) == len({line.split(",")[0] for line in raw})
+    aggregates = rows(tmp_path / "kei.sqlite", "aggregate")
+    assert aggregates and sum(row[6] for row in aggregates) == 300
