@@ -35,6 +35,10 @@ the meter's address, port 3610 and the objects 028801 -> 05FF01.  A request
 with no answer in ``response_timeout`` is sent once more, then counted as a
 miss.  D3 (coefficient), D7 (digits) and E1 (unit) are read at every join
 before any energy value is recorded; E0/E3/EA/EB are recorded in kWh.
+The meter's maker code (8A) and serial number (8D) are read once per
+session and, with its MAC, kept in health states (``meter_maker``,
+``meter_serial``, ``meter_mac``) for outputs that name the meter (MQTT).
+An optional ``command_que`` takes ``"read"`` items: one E7 Get at once.
 
 Records (unit ``BR``, data id ``x``)::
 
@@ -103,12 +107,13 @@ import queue
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from keilib import echonet
+from keilib import echonet, validate
 from keilib.backfill import DEFAULT_DAYS, HALF_HOUR, MAX_DAYS, HistoryCheckpoint, slots
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
-from keilib.ports import port_problem
+from keilib.logutil import LogLimiter
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, port_problem
 from keilib.record import HISTORY_DATA_ID, Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
@@ -129,6 +134,7 @@ DEFAULT_REQUESTS = [
 REQUESTABLE = {"D0", "D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
 MAX_EPCS_PER_FRAME = 6          # a meter must support OPC up to 6 (AIF 2.4.4)
 
+MAX_CYCLE = 86400.0             # seconds: a request group is polled at least once a day
 SCAN_DURATIONS = (4, 5, 6, 7, 8)
 JOIN_TRIES = 3
 MISSES_BEFORE_REJOIN = 3
@@ -138,6 +144,7 @@ REAUTH_WAIT = 30.0
 TX_BLOCK_CHECK = 300.0          # ask the module (SFB) this often while sending is paused
 TX_BLOCK_MAX = 3900.0           # the limit is counted over an hour; then stop waiting
 FACTORS_RETRY = 30.0
+IDENTITY_CYCLE = 10 * 365 * 86400.0   # sent once per session (issue 12), never repeated
 CONSOLE_AFTER = 60.0            # a module missing this long is said on the terminal too
 BACKOFF_MAX = 60.0
 # Back-fill (the history_* methods): a history request starts only when no
@@ -255,8 +262,10 @@ def parse_requests(requests: Any) -> List[RequestGroup]:
                               % (where, MAX_EPCS_PER_FRAME, len(codes)))
         if len(set(codes)) != len(codes):
             raise ConfigError("%s: EPC listed twice in %r" % (where, epcs))
-        if isinstance(cycle, bool) or not isinstance(cycle, (int, float)) or not cycle > 0:
-            raise ConfigError("%s: 'cycle' must be a positive number of seconds, got %r" % (where, cycle))
+        try:
+            validate.number("cycle", cycle, 0, MAX_CYCLE, exclusive_minimum=True)
+        except ConfigError as exc:
+            raise ConfigError("%s: %s (seconds)" % (where, exc)) from None
         groups.append(RequestGroup(codes, float(cycle)))
     # Worst case: every request retried once.
     per_hour_ms = sum(2 * (3600.0 / g.cycle) * TxBudget.airtime_ms(g.frame_len()) for g in groups)
@@ -336,6 +345,7 @@ class BrouteReader(Worker):
                  requests: Any = None, record_que: "Optional[queue.Queue[Any]]" = None,
                  port: Optional[str] = None, baudrate: int = 115200,
                  scan_cache: str = "scancache.json", response_timeout: float = 10.0,
+                 command_que: "Optional[queue.Queue[Any]]" = None,
                  backfill_days: int = DEFAULT_DAYS, history_checkpoint: str = "broute-history.json",
                  clock: Optional[Clock] = None):
         super().__init__(clock=clock)
@@ -343,24 +353,18 @@ class BrouteReader(Worker):
             if port is None:
                 raise ConfigError("argument 'wisundev' is missing (e.g. WiSunRL7023(port, 115200, "
                                   "type=WiSunRL7023.IPS))")
+            validate.text("port", port, PORT_PATTERN, "a device path or pyserial URL")
+            validate.number("baudrate", baudrate, MIN_BAUD, MAX_BAUD, integer=True)
             wisundev = WiSunRL7023(port, baudrate, type=WiSunRL7023.DSS)
         if not isinstance(wisundev, SkDevice):
             raise ConfigError("argument 'wisundev' must be a Wi-SUN device such as WiSunRL7023(...), got %r"
                               % (wisundev,))
-        if not isinstance(broute_id, str) or len(broute_id) != 32 or not broute_id.isprintable() \
-                or " " in broute_id:
-            raise ConfigError("argument 'broute_id' must be the 32-character Route-B ID (got %d characters)"
-                              % (len(broute_id) if isinstance(broute_id, str) else -1))
-        if not isinstance(broute_pwd, str) or not 1 <= len(broute_pwd) <= 32 or not broute_pwd.isprintable() \
-                or " " in broute_pwd:
-            raise ConfigError("argument 'broute_pwd' must be the Route-B password (12 characters)")
+        # Secrets: the messages say what is wrong, never the value.
+        validate.secret("broute_id", broute_id, [32], "the 32-character Route-B ID")
+        validate.secret("broute_pwd", broute_pwd, range(1, 33), "the Route-B password (12 characters)")
         self.groups = parse_requests(DEFAULT_REQUESTS if requests is None else requests)
-        if isinstance(response_timeout, bool) or not isinstance(response_timeout, (int, float)) \
-                or not 0 < response_timeout <= 300:
-            raise ConfigError("argument 'response_timeout' must be seconds, more than 0 and at most 300, got %r"
-                              % (response_timeout,))
-        if not isinstance(scan_cache, str) or not scan_cache:
-            raise ConfigError("argument 'scan_cache' must be a file name, got %r" % (scan_cache,))
+        validate.number("response_timeout", response_timeout, 0, 300, exclusive_minimum=True)   # seconds
+        validate.text("scan_cache", scan_cache, r"[^\x00]+", "a file name (relative to the work directory)")
         # Silence means trouble only when something should have come: with
         # every cycle longer than SILENCE_BEFORE_REJOIN, a quiet meter is normal.
         self.silence_limit = max(SILENCE_BEFORE_REJOIN,
@@ -396,9 +400,21 @@ class BrouteReader(Worker):
         self.backoff = Backoff(1.0, BACKOFF_MAX)
         self.notified: Deque[Tuple[int, datetime.datetime]] = deque(maxlen=16)
         self.refusals: set = set()
+        # -- issue 12 (MQTT / Home Assistant): meter identity and on-demand reads --
+        # 8A (maker) and 8D (serial) once per session, into health states with the
+        # meter's MAC, so outputs can name the meter without the Route-B ID.
+        self.identity = RequestGroup([EPC.MAKER_CODE, EPC.SERIAL_NUMBER], IDENTITY_CYCLE)
+        # "read" items put by another worker (MqttPublisher): one E7 Get now.
+        if command_que is not None and not isinstance(command_que, queue.Queue):
+            raise ConfigError("argument 'command_que' must be a queue.Queue, got %r" % (command_que,))
+        self.command_que = command_que
+        self.on_demand = RequestGroup([EPC.E7], IDENTITY_CYCLE)
+        # -- end issue 12 --
         self.history_init(backfill_days, history_checkpoint)
         self.port_missing_since: Optional[float] = None
         self.said_on_console = False
+        # Garbled frames and odd answers come from outside: logged rate-limited.
+        self.log_limit = LogLimiter(logger, self.clock.monotonic)
 
     @classmethod
     def config_warnings(cls, args: dict) -> list:
@@ -420,6 +436,7 @@ class BrouteReader(Worker):
         self.device.interrupt = self._stopping
 
     def step(self) -> None:
+        self.log_limit.flush()
         handler = {State.INIT: self.do_init, State.OPEN: self.do_open, State.SETUP: self.do_setup,
                    State.SCAN: self.do_scan, State.JOIN: self.do_join, State.POLL: self.do_poll}[self.state]
         try:
@@ -527,6 +544,7 @@ class BrouteReader(Worker):
             return
         self.pan = {"channel": found.channel, "pan_id": found.pan_id, "addr": found.addr}
         self.pan_from_cache = False
+        self.health.gauge("lqi", found.lqi)         # issue 12: link quality, as the scan saw it
         self.cache.save(found.channel, found.pan_id, found.addr, self.clock.now())
         self.transition(State.JOIN, "meter found on channel %02X, PAN %04X, LQI %02X"
                         % (found.channel, found.pan_id, found.lqi))
@@ -553,6 +571,7 @@ class BrouteReader(Worker):
         self.join_failures = 0
         self.scan_attempt = 0
         self.backoff.reset()
+        self.health.state("meter_mac", self.pan["addr"])     # issue 12: the meter's identity
         self.start_session()
         self.transition(State.POLL, "PANA session established")
 
@@ -566,6 +585,7 @@ class BrouteReader(Worker):
         self.coefficient = self.unit_code = self.digits = None
         # The conversion factors first, then every group from now on.
         self.factors.next_due = now
+        self.identity.next_due = now          # issue 12
         for group in self.groups:
             group.next_due = now
         self.history_session()
@@ -589,10 +609,26 @@ class BrouteReader(Worker):
             return
         self.expire_requests(now)
         self.send_due(now)
-        self.history_step(now)             # back-fill: only when no poll is due
+        self.take_command(now)                 # issue 12
+        self.history_step(now)                 # issue 13: back-fill, only when no poll is due
         item = self.device.receive(timeout=max(0.05, min(1.0, self.seconds_to_next(now))))
         if item is not None:
             self.handle(item)
+
+    def take_command(self, now: float) -> None:
+        """Issue 12: a "read" on ``command_que`` sends one E7 Get at once (the
+        sender rate-limits; the airtime budget still applies). Never blocks."""
+        if self.command_que is None or self.unit_code is None or self.tx_blocked:
+            return
+        try:
+            command = self.command_que.get_nowait()
+        except queue.Empty:
+            return
+        if command != "read":
+            logger.warning("B-route: unknown command %r on command_que; ignored", command)
+        elif all(o.group is not self.on_demand for o in self.outstanding.values()):
+            logger.info("B-route: reading E7 now (command)")
+            self.send_group(self.on_demand, now)
 
     def check_tx_block(self, now: float) -> None:
         """EVENT 33 can be lost (garbled line, module reset during the limit):
@@ -617,7 +653,7 @@ class BrouteReader(Worker):
         # Until D3/D7/E1 are known, energy groups wait (nothing in kWh before).
         if self.unit_code is None:
             return [self.factors]
-        return self.groups
+        return self.groups + [self.identity]       # identity: issue 12
 
     def send_due(self, now: float) -> None:
         if self.tx_blocked or self.session_lost_at is not None:
@@ -723,7 +759,8 @@ class BrouteReader(Worker):
         try:
             frame = Frame.decode(data)
         except FrameError as exc:
-            logger.warning("B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
+            self.log_limit.warning("the meter link", "malformed frames",
+                                   "B-route: malformed ECHONET frame skipped (%s): %s", exc, data.hex().upper()[:80])
             return
         if frame.seoj != echonet.METER:
             if frame.esv == ESV.INF and frame.find(0xD5) is not None:
@@ -745,8 +782,9 @@ class BrouteReader(Worker):
             return
         requested = [p.epc for p in frame.properties]
         if requested != entry.group.epcs:
-            logger.warning("B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
-                           frame.tid, requested, entry.group.epcs)
+            self.log_limit.warning("the meter link", "mismatched answers",
+                                   "B-route: answer to TID %04X has EPCs %s, asked %s; skipped",
+                                   frame.tid, requested, entry.group.epcs)
             return
         self.misses = 0
         if frame.is_failure:
@@ -779,7 +817,8 @@ class BrouteReader(Worker):
             try:
                 value = echonet.decode_meter_property(prop.epc, prop.edt)
             except FrameError as exc:
-                logger.warning("B-route: property %02X skipped: %s", prop.epc, exc)
+                self.log_limit.warning("EPC %02X" % prop.epc, "skipped properties",
+                                       "B-route: property %02X skipped: %s", prop.epc, exc)
                 continue
             self.record_value(prop.epc, value, now, notification)
 
@@ -794,11 +833,17 @@ class BrouteReader(Worker):
             if self.coefficient is None:
                 self.coefficient = 1
             factors = (value.kwh, self.coefficient, self.digits)
+            # issue 12: the energy step (kWh per count) sets the display precision
+            self.health.state("energy_step", str(value.kwh * self.coefficient))
             # Logged at INFO once, and again only if the meter changes them (a
             # config may also poll D3/D7/E1 hourly, as keilog's README did).
             level = logging.DEBUG if factors == self.factors_logged else logging.INFO
             self.factors_logged = factors
             logger.log(level, "B-route: energy unit %s kWh, coefficient %s, %s digits", *factors)
+        elif epc == EPC.MAKER_CODE:                  # issue 12: the meter's identity
+            self.health.state("meter_maker", "%06X" % value)
+        elif epc == EPC.SERIAL_NUMBER:
+            self.health.state("meter_serial", value)
         elif epc == EPC.E7:
             self.put(now, "E7", value)
         elif epc == EPC.E8:
@@ -834,9 +879,14 @@ class BrouteReader(Worker):
         if value is None:
             return
         if not is_value(value):
-            logger.info("B-route: the meter reports %s for %s; not recorded", value, sensor)
+            self.log_limit.message(logging.INFO, sensor, "'no data' values",
+                                   "B-route: the meter reports %s for %s; not recorded", value, sensor)
             return
-        record = Record(stamp, "BR", sensor, value, data_id)
+        try:
+            record = Record(stamp, "BR", sensor, value, data_id)
+        except ValueError as exc:   # out of the accepted range (keilib.record.VALUE_LIMIT)
+            self.log_limit.warning(sensor, "out-of-range values", "B-route: %s not recorded: %s", sensor, exc)
+            return
         logger.debug("B-route: %s", record.to_raw_line())
         self.health.reading(record)
         if self.record_que is None:
@@ -1069,6 +1119,7 @@ class BrouteReader(Worker):
 
     # -- shutdown ----------------------------------------------------------------
     def cleanup(self) -> None:
+        self.log_limit.flush(final=True)
         if self.state == State.POLL and self.device.is_open:
             try:
                 self.device.interrupt = None

@@ -65,6 +65,8 @@ from keilib import __version__
 from keilib.errors import ConfigError
 from keilib.fanout import DEFAULT_BUFFER, HOLD, FanOutQueue, Inbox
 from keilib.health import Health, Registry
+from keilib.lock import LockHeld, WorkdirLock       # issue 17.7
+from keilib.logutil import install_redaction        # issue 17.5
 from keilib.worker import Backoff, Worker
 
 logger = logging.getLogger("kei")
@@ -388,6 +390,9 @@ def setup_logging(workdir: str, debug: bool, stream: bool = False,
             os.path.join(workdir, "kei.log"), when="midnight", backupCount=3, encoding="utf-8")
         root.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # -- issue 17.5: no URL query, user info or secret in any log line --
+    install_redaction(handler)
+    # -- end issue 17.5 --
     root.addHandler(handler)
     return handler
 
@@ -679,6 +684,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         for line in warnings:
             print("kei: warning: %s" % line)
         return EXIT_OK
+    # -- issue 17.7: one kei per work directory (not for --check or --demo) --
+    lock = None if args.demo else WorkdirLock(workdir)
+    try:
+        if lock is not None:
+            lock.acquire()
+    except LockHeld as exc:
+        sys.stderr.write("kei: %s\n" % exc)
+        return EXIT_CONFIG
+    # -- end issue 17.7 --
     interactive = sys.stderr.isatty()
     # The demo logs to the terminal, so a newcomer sees what happens.
     debug = "DEBUG" in os.environ
@@ -699,6 +713,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return daemon.run()
     finally:
         threading.excepthook = previous_hook
+        if lock is not None:                        # issue 17.7
+            lock.release()
 
 
 def log_thread_death(hook: Any) -> None:

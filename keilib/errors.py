@@ -18,8 +18,11 @@ class KeiError(Exception):
     """Base of every error kei raises on purpose."""
 
 
-class ConfigError(KeiError):
-    """The configuration is unusable; the message names the entry and argument."""
+class ConfigError(KeiError, ValueError):
+    """The configuration is unusable; the message names the entry and argument.
+
+    Also a ValueError: a device built inside keiconf.py (``WiSunRL7023(...)``)
+    refuses a bad argument the way Python code expects."""
 
 
 class DeviceError(KeiError):

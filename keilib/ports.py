@@ -19,6 +19,9 @@ from typing import Any, Optional
 import serial
 
 SIM_HANDLER_PACKAGE = "keilib.sim"
+# Baud rates a config may ask for: what a UART or USB serial adapter can be set to.
+MIN_BAUD, MAX_BAUD = 50, 4_000_000
+PORT_PATTERN = r"(?s)(?=.*\S)[^\x00]+"     # a path or URL: not blank, no NUL byte
 
 
 def register_sim_urls() -> None:

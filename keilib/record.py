@@ -12,6 +12,12 @@ Raw line (one per reading)::
 
 The value is rounded to 4 decimal places; an integer value stays an integer
 (``1852``), a float keeps Python's shortest form (``1314.0``, ``0.1``).
+
+Accepted values: finite numbers with ``abs(value) < VALUE_LIMIT`` (10**15),
+so an integer has at most 15 digits and is exact as a float64 (below 2**53),
+and a sum of up to 10**290 values -- any average -- stays finite.  A Record
+refuses anything else (ValueError), so no stage after it sees ``nan``,
+``inf`` or a 250-digit integer.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
 # outputs that only show the latest value skip them.
 HISTORY_DATA_ID = "hist"
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Largest magnitude a reading may have (exclusive); see the module doc.
+VALUE_LIMIT = 10 ** 15
+
+
+def _short(value: float) -> str:
+    """A huge int (250 digits) as a short text for a message."""
+    text = repr(value)
+    return text if len(text) <= 40 else "%s...(%d digits)" % (text[:20], len(text.lstrip("-")))
 
 
 def format_value(value: float) -> str:
@@ -58,8 +72,11 @@ class Record:
                                  % (field, text))
         if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
             raise TypeError("value must be a number, got %r" % (self.value,))
-        if not math.isfinite(self.value):
+        if isinstance(self.value, float) and not math.isfinite(self.value):
             raise ValueError("value must be finite, got %r" % (self.value,))
+        if not -VALUE_LIMIT < self.value < VALUE_LIMIT:
+            raise ValueError("value must be within +-1e15 (at most 15 integer digits), got %s"
+                             % _short(self.value))
 
     def to_raw_line(self) -> str:
         """The raw-file line, without the newline."""

@@ -53,13 +53,13 @@ import errno
 import logging
 import os
 import queue
-import re
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from keilib.average import Aggregate, WindowAverager
 from keilib.clock import Clock
-from keilib.errors import ConfigError
+from keilib import validate
+from keilib.logutil import LogLimiter
 from keilib.record import Record, format_value
 from keilib.worker import POLL_SECONDS, Worker
 
@@ -68,8 +68,6 @@ logger = logging.getLogger(__name__)
 WINDOW = datetime.timedelta(minutes=10)
 MAX_PENDING_UPLOADS = 1008      # a week of 10-minute blocks
 TAKE_AT_ONCE = 256              # readings taken off the queue per write
-# What php/upload.php and php/index.php accept in a file name part.
-FNAME_BASE_RE = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")
 
 
 def window_start(stamp: datetime.datetime) -> datetime.datetime:
@@ -165,18 +163,15 @@ class FileRecorder(Worker):
         if disp_def or disp_que is not None:
             # keilog's FileRecorder took these for a display feature it never built.
             logger.warning("FileRecorder: 'disp_def'/'disp_que' (keilog's unimplemented display) are ignored")
-        if not isinstance(fname_base, str) or not FNAME_BASE_RE.match(fname_base):
-            raise ConfigError("argument 'fname_base' must be 1 to 80 letters, digits, '_' or '-' "
-                              "(what the upload endpoint and the graph page accept), got %r" % (fname_base,))
-        if directory is not None and (not isinstance(directory, str) or "\0" in directory):
-            raise ConfigError("argument 'directory' must be a directory path, got %r" % (directory,))
-        for label, value, low, high in (("grace", grace, 0, 3600), ("retry_seconds", retry_seconds, 0.01, 86400)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise ConfigError("argument '%s' must be a number of seconds from %g to %g, got %r"
-                                  % (label, low, high, value))
-        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or not 1 <= max_pending <= 10 ** 7:
-            raise ConfigError("argument 'max_pending' must be a whole number from 1 to 10000000, got %r"
-                              % (max_pending,))
+        # What the upload endpoint and the graph page accept in a file name.
+        validate.file_name_part("fname_base", fname_base)
+        if directory is not None:
+            validate.text("directory", directory, r"[^\0]+", "a directory path")
+        validate.number("grace", grace, 0, 3600)
+        validate.number("retry_seconds", retry_seconds, 0.01, 86400)
+        validate.number("max_pending", max_pending, 1, 10 ** 7, integer=True)
+        validate.a_queue("record_que", record_que)
+        validate.a_queue("upload_que", upload_que, required=False)
         self.record_que = record_que
         self.upload_que = upload_que
         self.fname_base = fname_base
@@ -195,6 +190,7 @@ class FileRecorder(Worker):
         self.late_window: Optional[datetime.datetime] = None
         self.write_failing = False
         self.next_retry = 0.0
+        self.log_limit = LogLimiter(logger, self.clock.monotonic)
 
     @classmethod
     def claims(cls, args: dict) -> List[str]:
@@ -228,6 +224,7 @@ class FileRecorder(Worker):
         self.close_windows(self.clock.now() - self.grace)
         self.flush_pending()
         self.offer_uploads()
+        self.log_limit.flush()
 
     def _idle_timeout(self) -> Optional[float]:
         """Real seconds to sleep on an empty queue: until the oldest open
@@ -253,7 +250,8 @@ class FileRecorder(Worker):
             try:
                 record = Record.from_legacy(item, now)
             except (TypeError, ValueError) as exc:
-                logger.warning("%s: skipped an unusable item %.80r: %s", self.name, item, exc)
+                self.log_limit.warning(self.name, "unusable items", "%s: skipped an unusable item %.80r: %s",
+                                       self.name, item, exc)
                 return
         self.health.count("in")
         self._queue_text(self.raw_name(record.timestamp), record.to_raw_line() + "\n")
@@ -364,3 +362,4 @@ class FileRecorder(Worker):
                 break
             self.pending_uploads.popleft()
         self.files.close()
+        self.log_limit.flush(final=True)

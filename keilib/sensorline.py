@@ -8,9 +8,12 @@ Wire format (one reading per line, ASCII, LF or CRLF terminated)::
 
 * ``UNITID``, ``SENSORID``, ``DATAID``: one or more letters, digits, ``-``
   or ``_``.  Spaces or tabs around a field are ignored.
-* ``VALUE``: a finite decimal number (``-3``, ``23.25``, ``1.5e3``); an
-  integer stays an integer in the files.  ``nan``, ``inf``, hex and empty
-  values are rejected.
+* ``VALUE``: a finite decimal number (``-3``, ``23.25``, ``1.5e3``) with
+  ``abs(value) < 1e15`` (``VALUE_LIMIT``, = ``keilib.record.VALUE_LIMIT``): an
+  integer has at most 15 digits (exact as a float64), and no average of
+  readings can overflow.  An integer stays an integer in the files.  ``nan``,
+  ``inf``, ``1e999``, ``1.7e308``, a 16-digit integer, hex and empty values
+  are rejected (bad lines).
 * ``DATAID`` (optional): lets the reader drop a line a radio link resent.
 
 ``parse_line`` turns one line into a ``Reading`` or raises ProtocolError with
@@ -26,12 +29,17 @@ import re
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 from keilib.errors import ProtocolError
+from keilib.record import VALUE_LIMIT
 
-_ID_RE = re.compile(r"[A-Za-z0-9_-]+\Z")
+ID_PATTERN = r"[A-Za-z0-9_-]+\Z"
+_ID_RE = re.compile(ID_PATTERN)
 # A plain decimal number; float() alone would also take "nan", "1_0", "infinity".
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _INTEGER_RE = re.compile(r"[+-]?[0-9]+\Z")
 
+# Longest VALUE text: a sign, 15 digits, a point and 15 more decimals, with
+# room for an exponent ("-123456789012345.123456789012345e-10").
+VALUE_TEXT_LIMIT = 40
 SHOW_BYTES = 80   # how much of an offending line a log message shows
 
 
@@ -75,12 +83,15 @@ def parse_line(raw: bytes) -> Reading:
     if not _NUMBER_RE.match(value_text):
         raise ProtocolError("value %r is not a number" % value_text)
     value: Union[int, float]
+    if len(value_text) > VALUE_TEXT_LIMIT:   # before int(): no 250-digit integer is built
+        raise ProtocolError("value %s... (%d characters) is out of range (|value| < 1e15)"
+                            % (value_text[:20], len(value_text)))
     if _INTEGER_RE.match(value_text):
         value = int(value_text)
     else:
         value = float(value_text)
-        if not math.isfinite(value):  # e.g. 1e999
-            raise ProtocolError("value %r is out of range" % value_text)
+    if not (math.isfinite(value) and -VALUE_LIMIT < value < VALUE_LIMIT):   # e.g. 1e999, 1.7e308
+        raise ProtocolError("value %r is out of range (|value| < 1e15)" % value_text)
     return Reading(unit, sensor, value, data_id)
 
 

@@ -18,7 +18,14 @@ Anything else -- missing or extra fields, a bad id, a bad number, bytes that
 are not UTF-8, a line longer than ``LINE_LIMIT`` bytes without a newline -- is
 logged once (WARNING, with the port and the offending text, truncated and
 repr-escaped) and skipped; the next line is read normally.  Blank lines are
-ignored silently.
+ignored silently.  A value out of range (``abs(value) >= 1e15``, see
+``keilib.sensorline``) is a bad line too.
+
+Rate limit (``keilib.logutil.LogLimiter``): per port, the first 5 bad lines
+are logged in full, then one summary every 10 minutes (``N more bad lines on
+<port> in the last 10 minutes (last: ...)``); after 10 quiet minutes the next
+one is shown in full again.  Checker rejections and readings dropped on a
+full queue are limited the same way, each kind on its own.
 
 What ``SerialReader`` does with each valid line, in order:
 
@@ -48,12 +55,14 @@ from typing import Any, Deque, Dict, Optional, Tuple
 
 import serial  # pyserial (absolute import: this module is keilib.serial)
 
+from keilib import validate
 from keilib.clock import Clock
 from keilib.errors import ConfigError, ProtocolError
-from keilib.ports import open_port, port_problem
+from keilib.logutil import LogLimiter
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, open_port, port_problem
 from keilib.record import Record
 # The codec, re-exported: configs and tests written against keilib.serial keep working.
-from keilib.sensorline import LineSplitter, Reading, parse_line, show  # noqa: F401
+from keilib.sensorline import ID_PATTERN, VALUE_LIMIT, LineSplitter, Reading, parse_line, show  # noqa: F401
 from keilib.worker import Backoff, Worker
 
 logger = logging.getLogger(__name__)
@@ -96,10 +105,15 @@ class OutlierChecker(Checker):
 
     def add(self, unit: str, sensor: str, min: Optional[float] = None,  # noqa: A002 - keilog's names
             max: Optional[float] = None, variation: Optional[float] = None) -> None:  # noqa: A002
-        for name, bound in (("min", min), ("max", max), ("variation", variation)):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
-                raise ConfigError("OutlierChecker.add(%r, %r): %s must be a number or None, got %r"
-                                  % (unit, sensor, name, bound))
+        where = "OutlierChecker.add(%r, %r)" % (unit, sensor)
+        try:
+            validate.text("unit", unit, ID_PATTERN, "a unit id: letters, digits, '-' or '_'")
+            validate.text("sensor", sensor, ID_PATTERN, "a sensor id: letters, digits, '-' or '_'")
+            for name, bound in (("min", min), ("max", max), ("variation", variation)):
+                if bound is not None:   # None: no bound; else finite and inside the accepted range
+                    validate.number(name, bound, -VALUE_LIMIT, VALUE_LIMIT)
+        except ConfigError as exc:
+            raise ConfigError("%s: %s" % (where, exc)) from None
         if min is not None and max is not None and min > max:
             raise ConfigError("OutlierChecker.add(%r, %r): min %r is above max %r" % (unit, sensor, min, max))
         if variation is not None and variation < 0:
@@ -210,10 +224,8 @@ class SerialReader(Worker):
 
     def __init__(self, port: str, baudrate: int, record_que: "Optional[queue.Queue[Any]]" = None,
                  checker: Optional[Any] = None, clock: Optional[Clock] = None):
-        if not isinstance(port, str) or not port.strip():
-            raise ConfigError("port must be a device path or pyserial URL string, got %r" % (port,))
-        if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
-            raise ConfigError("baudrate must be a positive integer (e.g. 9600, 115200), got %r" % (baudrate,))
+        validate.text("port", port, PORT_PATTERN, "a device path or pyserial URL string")
+        validate.number("baudrate", baudrate, MIN_BAUD, MAX_BAUD, integer=True)
         if record_que is None:
             raise ConfigError("record_que is required (the queue FileRecorder takes from)")
         if not isinstance(record_que, queue.Queue):
@@ -243,6 +255,8 @@ class SerialReader(Worker):
         self._queue_warned = False
         self._queue_gave_up = False
         self._queue_dropped = 0         # in this episode
+        # Bad input is logged rate-limited: a noisy line must not fill the disk.
+        self.log_limit = LogLimiter(logger, self.clock.monotonic)
 
     @classmethod
     def config_warnings(cls, args: dict) -> list:
@@ -256,6 +270,7 @@ class SerialReader(Worker):
 
     # -- the loop ---------------------------------------------------------
     def step(self) -> None:
+        self.log_limit.flush()
         if self._serial is None:
             self._try_open()
             return
@@ -287,6 +302,7 @@ class SerialReader(Worker):
             self._handle_line(raw, overlong, now)
 
     def cleanup(self) -> None:
+        self.log_limit.flush(final=True)
         self._close()
 
     # -- port handling ----------------------------------------------------
@@ -341,8 +357,8 @@ class SerialReader(Worker):
     def _handle_line(self, raw: bytes, overlong: bool, now: Any) -> None:
         if overlong:
             self.stats["invalid"] += 1
-            logger.warning("port %s: skipped a line longer than %d bytes: %s",
-                           self.port, self.LINE_LIMIT, show(raw))
+            self.log_limit.warning(self.port, "bad lines", "port %s: skipped a line longer than %d bytes: %s",
+                                   self.port, self.LINE_LIMIT, show(raw))
             return
         if raw.endswith(b"\r"):
             raw = raw[:-1]   # CRLF: the CR is part of the terminator, not of the text shown
@@ -353,7 +369,8 @@ class SerialReader(Worker):
             reading = parse_line(raw)
         except ProtocolError as exc:
             self.stats["invalid"] += 1
-            logger.warning("port %s: skipped invalid line %s: %s", self.port, show(raw), exc)
+            self.log_limit.warning(self.port, "bad lines", "port %s: skipped invalid line %s: %s",
+                                   self.port, show(raw), exc)
             return
         if reading.data_id is not None and self._duplicates.seen(reading, self.clock.monotonic()):
             self.stats["duplicates"] += 1
@@ -361,8 +378,8 @@ class SerialReader(Worker):
             return
         if self.checker is not None and not self._check(reading):
             self.stats["rejected"] += 1
-            logger.warning("port %s: %s,%s value %r rejected by the checker", self.port,
-                           reading.unit, reading.sensor, reading.value)
+            self.log_limit.warning(self.port, "rejected readings", "port %s: %s,%s value %r rejected by the "
+                                   "checker", self.port, reading.unit, reading.sensor, reading.value)
             return
         record = Record(now, reading.unit, reading.sensor, reading.value, reading.data_id or "x")
         self._put(record)
@@ -412,6 +429,7 @@ class SerialReader(Worker):
                 self.stats["dropped"] += 1
                 self.health.count("dropped")
                 self._queue_dropped += 1
-                logger.error("port %s: record_que full for %.0f s%s; dropped reading %s", self.port, stuck,
-                             " at stop" if self.stopping else "", record.to_raw_line())
+                self.log_limit.message(logging.ERROR, self.port, "dropped readings",
+                                       "port %s: record_que full for %.0f s%s; dropped reading %s", self.port,
+                                       stuck, " at stop" if self.stopping else "", record.to_raw_line())
                 return

@@ -46,9 +46,11 @@ from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 import serial
 
+from keilib import validate
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import DeviceError, DeviceGone, DeviceTimeout
-from keilib.ports import open_port
+from keilib.logutil import LogLimiter
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, open_port
 
 logger = logging.getLogger(__name__)
 
@@ -406,10 +408,9 @@ class SkDevice:
     READ_TIMEOUT = 0.2
 
     def __init__(self, port: str, baud: int = 115200, clock: Optional[Clock] = None):
-        if not isinstance(port, str) or not port:
-            raise ValueError("port must be a device path or URL, got %r" % (port,))
-        if not isinstance(baud, int) or baud <= 0:
-            raise ValueError("baud must be a positive integer, got %r" % (baud,))
+        # ConfigError is a ValueError: these run inside keiconf.py.
+        validate.text("port", port, PORT_PATTERN, "a device path or pyserial URL")
+        validate.number("baud", baud, MIN_BAUD, MAX_BAUD, integer=True)
         self.port = port
         self.baud = baud
         self.clock = clock or SYSTEM_CLOCK
@@ -422,6 +423,10 @@ class SkDevice:
         # Set by the owning worker to its stop event: every wait then ends
         # within one read timeout by raising Cancelled.
         self.interrupt: Optional[threading.Event] = None
+        # Garbled lines come from the radio and the serial line: logged
+        # rate-limited (at DEBUG, which may stay on for days), on the
+        # clock the owning worker assigns later.
+        self.log_limit = LogLimiter(logger, lambda: self.clock.monotonic())
 
     @property
     def kind(self) -> str:
@@ -470,11 +475,13 @@ class SkDevice:
         except (serial.SerialException, OSError, TypeError) as exc:
             raise DeviceGone("read from %s failed: %s" % (_port_label(self.port), exc)) from exc
         items = self.parser.feed(data) if data else self.parser.flush()
+        self.log_limit.flush()
         for item in items:
             if isinstance(item, Unknown):
                 # A garbled echo may still hold the Route-B ID or password.
-                logger.debug("<< skipped %s: %s", item.reason,
-                             self._mask(repr(item.raw[:120].decode("latin-1"))))
+                self.log_limit.message(logging.DEBUG, _port_label(self.port), "garbled lines",
+                                       "<< skipped %s: %s", item.reason,
+                                       self._mask(repr(item.raw[:120].decode("latin-1"))))
             elif isinstance(item, Text):
                 logger.debug("<< %s", self._mask(item.line))
             else:
@@ -703,8 +710,7 @@ class WiSunRL7023(SkDevice):
 
     def __init__(self, port: str, baud: int = 115200, type: str = DSS,  # noqa: A002 - keilog's name
                  clock: Optional[Clock] = None):
-        if type not in (self.IPS, self.DSS):
-            raise ValueError("type must be WiSunRL7023.IPS or WiSunRL7023.DSS, got %r" % (type,))
+        validate.choice("type", type, (self.IPS, self.DSS))
         self.KIND = MODULE_KINDS["RL7023-" + type]
         self.type = type
         super().__init__(port, baud, clock)

@@ -43,6 +43,7 @@ import random
 import threading
 from typing import Any, Optional
 
+from keilib import validate                     # issue 17.3
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.health import Health, Registry
 
@@ -115,6 +116,10 @@ class Worker(threading.Thread):
 
     def __init__(self, clock: Optional[Clock] = None, name: Optional[str] = None):
         super().__init__(name=name or type(self).__name__, daemon=True)
+        # -- issue 17.3: a bad 'clock' argument is a config error at --check --
+        if clock is not None:
+            validate.clock("clock", clock)
+        # -- end issue 17.3 --
         self.clock = clock or SYSTEM_CLOCK
         self._stopping = threading.Event()
         # keilog's name for the stop event; subclasses written for it use it.

@@ -542,13 +542,16 @@ def test_secrets_in_a_garbled_echo_are_masked_too(rigs, caplog):
 
 
 @pytest.mark.parametrize("requests,message", [
-    ([{"epc": ["E7"], "cycle": 0}], "'cycle' must be a positive number"),
+    ([{"epc": ["E7"], "cycle": 0}], "argument 'cycle' must be a number above 0 and at most 86400"),
     ([{"epc": ["ZZ"], "cycle": 10}], "unknown EPC 'ZZ'"),
     ([{"epc": [], "cycle": 10}], "'epc' must be a non-empty list"),
     ([{"epc": ["E7"]}], "must be {'epc': [...], 'cycle': seconds}"),
     ("E7", "must be a list of"),
     ([{"epc": ["E7", "E8", "E0", "E3", "D3", "D7", "E1"], "cycle": 60}], "at most 6 EPCs"),
     ([{"epc": ["E7"], "cycle": 0.01}], "would transmit about"),
+    ([{"epc": ["E7"], "cycle": 10 ** 400}], "at most 86400.0, got an integer of 401 digits"),
+    ([{"epc": ["E7"], "cycle": float("inf")}], "argument 'cycle' must be a number above 0"),
+    ([{"epc": ["E7"], "cycle": "10"}], "argument 'cycle' must be a number above 0"),
 ])
 def test_bad_request_lists_are_refused_at_construction(requests, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -560,6 +563,14 @@ def test_bad_request_lists_are_refused_at_construction(requests, message):
     (dict(broute_id="short"), "32-character Route-B ID"),
     (dict(broute_pwd=""), "Route-B password"),
     (dict(wisundev="COM3"), "must be a Wi-SUN device"),
+    (dict(broute_pwd="パスワードです12345"), "argument 'broute_pwd' must be the Route-B password (12 characters): "
+                                          "printable ASCII without spaces; character 1 is not"),
+    (dict(broute_pwd="ABCDEF 12345"), "character 7 is not"),
+    (dict(broute_pwd=12345678), "argument 'broute_pwd' must be the Route-B password (12 characters) (a string)"),
+    (dict(broute_id=ROUTE_B_ID[:-1] + "\u00e9"), "argument 'broute_id' must be the 32-character Route-B ID: "
+                                                 "printable ASCII"),
+    (dict(wisundev=None, port="/dev/ttyUSB0", baudrate="fast"), "argument 'baudrate' must be an integer"),
+    (dict(scan_cache="a\x00b"), "argument 'scan_cache' must be a file name"),
 ])
 def test_bad_arguments_are_refused_at_construction(args, message):
     values = dict(wisundev=BP35C2("/dev/null"), broute_id=ROUTE_B_ID, broute_pwd=PASSWORD)

@@ -113,7 +113,7 @@ def test_example_config_with_the_in_process_simulator_url(tmp_path):
 
 
 @pytest.mark.parametrize("replacement, message", [
-    ("serial_port = 42", "port must be a device path or pyserial URL string, got 42"),
+    ("serial_port = 42", "argument 'port' must be a device path or pyserial URL string, got 42"),
 ])
 def test_a_broken_port_line_is_a_config_error(tmp_path, replacement, message):
     (tmp_path / "keiconf.py").write_text(PORT_LINE.sub(replacement, EXAMPLE.read_text()))

@@ -22,7 +22,8 @@ def test_values_rounded_to_four_places(value, text):
 
 @pytest.mark.parametrize("bad", [
     dict(unit=""), dict(unit="a,b"), dict(sensor="x y"), dict(data_id="\n"),
-    dict(value=float("nan")), dict(value=float("inf")), dict(value="12"), dict(value=True)])
+    dict(value=float("nan")), dict(value=float("inf")), dict(value="12"), dict(value=True),
+    dict(value=1.7e308), dict(value=-1e15), dict(value=10 ** 15), dict(value=10 ** 250)])
 def test_invalid_records_are_refused(bad):
     fields = dict(timestamp=T, unit="A", sensor="S", value=1.0, data_id="x")
     fields.update(bad)
@@ -54,3 +55,18 @@ def test_legacy_list_gets_the_time_it_is_taken():
 def test_legacy_list_errors(bad):
     with pytest.raises((ValueError, TypeError)):
         Record.from_legacy(bad, T)
+
+
+def test_value_range_bounds_every_average():
+    from keilib.record import VALUE_LIMIT
+    largest = Record(T, "A", "S", VALUE_LIMIT - 1)          # 15 digits: accepted, exact as a float
+    assert largest.to_raw_line().endswith(",999999999999999,x") and float(largest.value) == largest.value
+    assert Record(T, "A", "S", -9.99e14).value == -9.99e14
+    # A sum of 10**290 readings at the bound is still finite: no mean can overflow.
+    assert float(VALUE_LIMIT) * 1e290 < float("inf")
+    with pytest.raises(ValueError, match=r"within \+-1e15 .*\(251 digits\)"):
+        Record(T, "A", "S", 10 ** 250)
+    with pytest.raises(ValueError):
+        Record.from_legacy(["A", "S", "1.7e308"], T)            # keilog lists: the same bound
+    with pytest.raises(ValueError):
+        Record.parse_raw_line("2019/12/01 19:12:03,A,S,1e16,x")

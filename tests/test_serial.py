@@ -15,6 +15,7 @@ from typing import List, Optional
 import pytest
 
 from keilib.errors import ConfigError, ProtocolError
+from keilib.logutil import LogLimiter
 from keilib.record import Record
 from keilib.serial import (Checker, DuplicateFilter, LineSplitter, OutlierChecker, Reading, SerialReader,
                            parse_line)
@@ -131,6 +132,9 @@ def advance_until(clock, predicate, step: float = 1.0, timeout: float = 5.0) -> 
     (b" node_2 , t-1 ,\t-3.5e2 , a_B-9 ", Reading("node_2", "t-1", -350.0, "a_B-9")),
     (b"U,S,+.5", Reading("U", "S", 0.5, None)),
     (b"U,S,7.", Reading("U", "S", 7.0, None)),
+    (b"U,S,999999999999999", Reading("U", "S", 999999999999999, None)),      # 15 digits: the largest
+    (b"U,S,-9.99e14", Reading("U", "S", -9.99e14, None)),
+    (b"U,S,1e-300", Reading("U", "S", 1e-300, None)),
 ])
 def test_parse_line_accepts_the_format(raw, expected):
     reading = parse_line(raw)
@@ -150,6 +154,11 @@ def test_parse_line_accepts_the_format(raw, expected):
     (b"ar1,temp,inf", "not a number"),
     (b"ar1,temp,-Infinity", "not a number"),
     (b"ar1,temp,1e999", "out of range"),
+    (b"ar1,temp,1.7e308", "out of range (|value| < 1e15)"),         # two of them averaged to inf
+    (b"ar1,temp,-1e15", "out of range (|value| < 1e15)"),
+    (b"ar1,temp,1000000000000000", "out of range (|value| < 1e15)"),   # 16 digits
+    (b"ar1,temp," + b"9" * 250, "value 99999999999999999999... (250 characters) is out of range"),
+    (b"ar1,temp,0." + b"0" * 40 + b"1", "(43 characters) is out of range"),
     (b"ar1,temp,0x10", "not a number"),
     (b"ar1,temp,1_000", "not a number"),
     (b"ar1,temp,", "not a number"),
@@ -227,10 +236,12 @@ def test_outlier_out_of_range_does_not_count_as_a_jump():
 
 
 @pytest.mark.parametrize("args, text", [
-    ((0, "100", 1), "max must be a number"),
+    ((0, "100", 1), "argument 'max' must be a number"),
     ((10, 0, 1), "min 10 is above max 0"),
     ((0, 10, -1), "variation must be >= 0"),
-    ((True, 10, 1), "min must be a number"),
+    ((True, 10, 1), "argument 'min' must be a number"),
+    ((float("nan"), 10, 1), "argument 'min' must be a number from -1000000000000000 to 1000000000000000"),
+    ((0, 1e300, 1), "argument 'max' must be a number from"),
 ])
 def test_outlier_add_validates(args, text):
     with pytest.raises(ConfigError, match=re.escape(text)):
@@ -261,10 +272,14 @@ def test_duplicate_filter_bounds():
 # -- constructor --------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, text", [
-    (dict(port=None), "port must be a device path"),
-    (dict(port=""), "port must be a device path"),
-    (dict(baudrate="115200"), "baudrate must be a positive integer"),
-    (dict(baudrate=0), "baudrate must be a positive integer"),
+    (dict(port=None), "argument 'port' must be a device path"),
+    (dict(port=""), "argument 'port' must be a device path"),
+    (dict(port=" "), "argument 'port' must be a device path"),
+    (dict(port="/dev/tty\x00USB0"), "argument 'port' must be a device path"),
+    (dict(baudrate="115200"), "argument 'baudrate' must be an integer from 50 to 4000000"),
+    (dict(baudrate=0), "argument 'baudrate' must be an integer from 50 to 4000000"),
+    (dict(baudrate=10 ** 400), "argument 'baudrate' must be an integer from 50 to 4000000, got an integer "
+                               "of 401 digits"),
     (dict(record_que=None), "record_que is required"),
     (dict(record_que=[]), "record_que must be a queue.Queue"),
     (dict(checker=object()), "checker must have a check"),
@@ -345,7 +360,10 @@ def test_a_burst_of_garbage_costs_only_itself(pty, start_reader, caplog):
     records = h.wait_records(20)
     assert [r.value for r in records] == list(range(20))
     wait_for(lambda: h.reader.stats["invalid"] == len(INVALID) + 1)
-    assert len(warnings_about(caplog, "skipped")) == len(INVALID) + 1   # blank lines are silent
+    # The first few in full, the rest counted for the summary (blank lines are silent).
+    assert len(INVALID) + 1 > LogLimiter.BURST
+    assert len(warnings_about(caplog, "skipped")) == LogLimiter.BURST
+    assert h.reader.log_limit.suppressed_total == len(INVALID) + 1 - LogLimiter.BURST
 
 
 def test_resent_lines_are_dropped_and_repeats_without_dataid_kept(pty, start_reader, caplog):
