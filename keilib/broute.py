@@ -908,11 +908,8 @@ class BrouteReader(Worker):
     # every frame to history_answer first, record_value reports each live EA
     # to history_seen, start_session calls history_session.
     def history_init(self, days: int, checkpoint: str) -> None:
-        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_DAYS:
-            raise ConfigError("argument 'backfill_days' must be a whole number of days 0..%d (0: no back-fill), "
-                              "got %r" % (MAX_DAYS, days))
-        if not isinstance(checkpoint, str) or not checkpoint:
-            raise ConfigError("argument 'history_checkpoint' must be a file name, got %r" % (checkpoint,))
+        validate.number("backfill_days", days, 0, MAX_DAYS, integer=True)      # 0: no back-fill
+        validate.text("history_checkpoint", checkpoint, r"[^\x00]+", "a file name (beside the scan cache)")
         # Beside the scan cache (the work directory unless scan_cache names another).
         self.history = HistoryCheckpoint(os.path.join(os.path.dirname(self.cache.path), checkpoint), days)
         self.history.load()

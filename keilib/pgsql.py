@@ -34,6 +34,7 @@ import datetime
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
+from keilib import validate
 from keilib.clock import Clock
 from keilib.errors import ConfigError
 from keilib.sql import SqlRecorder
@@ -89,9 +90,11 @@ class PgRecorder(SqlRecorder):
         super().__init__(record_que, database="postgresql", batch_size=batch_size, commit_seconds=commit_seconds,
                          retry_seconds=retry_seconds, max_pending=max_pending, aggregate_que=aggregate_que,
                          clock=clock, name=name)
-        if not isinstance(conninfo, str) or not conninfo.strip():
+        if not isinstance(conninfo, str) or not conninfo.strip() or "\x00" in conninfo:
+            # Never shown: it may hold the password.
             raise ConfigError("argument 'conninfo' must be a PostgreSQL connection string such as "
                               "'host=localhost dbname=kei user=kei'")
+        validate.number("connect_timeout", connect_timeout, 0, 300, exclusive_minimum=True)
         self.conninfo = conninfo
         self.connect_timeout = connect_timeout
         self.where = "PostgreSQL"

@@ -74,6 +74,7 @@ import queue
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from keilib import validate
 from keilib.average import Aggregate
 from keilib.clock import Clock
 from keilib.errors import ConfigError
@@ -182,18 +183,13 @@ class SqlRecorder(Worker):
                  max_pending: int = 50_000, aggregate_que: "Optional[queue.Queue[Any]]" = None,
                  clock: Optional[Clock] = None, name: Optional[str] = None):
         super().__init__(clock=clock, name=name)
-        if record_que is None or not hasattr(record_que, "get"):
-            raise ConfigError("argument 'record_que' must be a queue.Queue, got %r" % (record_que,))
-        if aggregate_que is not None and not hasattr(aggregate_que, "get"):
-            raise ConfigError("argument 'aggregate_que' must be a queue.Queue, got %r" % (aggregate_que,))
-        if not isinstance(database, str) or not database:
-            raise ConfigError("argument 'database' must be a file name, got %r" % (database,))
-        for arg, value in (("batch_size", batch_size), ("max_pending", max_pending)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError("argument %r must be a whole number >= 1, got %r" % (arg, value))
-        for arg, value in (("commit_seconds", commit_seconds), ("retry_seconds", retry_seconds)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError("argument %r must be a positive number of seconds, got %r" % (arg, value))
+        validate.a_queue("record_que", record_que)
+        validate.a_queue("aggregate_que", aggregate_que, required=False)
+        validate.text("database", database, r"[^\x00]+", "a file name (relative to the work directory)")
+        batch_size = validate.number("batch_size", batch_size, 1, 1_000_000, integer=True)
+        max_pending = validate.number("max_pending", max_pending, 1, 10_000_000, integer=True)
+        validate.number("commit_seconds", commit_seconds, 0, 3600, exclusive_minimum=True)
+        validate.number("retry_seconds", retry_seconds, 0, 86400, exclusive_minimum=True)
         self.record_que = record_que
         self.aggregate_que = aggregate_que
         self.sources = [que for que in (record_que, aggregate_que) if que is not None]

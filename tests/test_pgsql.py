@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from keilib.average import Aggregate
+from keilib.errors import ConfigError
 from keilib.record import HISTORY_DATA_ID, Record
 from pgserver import PgServer
 from support import PYTHON, REPO, subprocess_env, wait_for
@@ -113,3 +114,10 @@ def test_kei_check_names_the_commands_when_psycopg_is_missing(tmp_path):
                           text=True, timeout=30)
     assert done.returncode != 0
     assert "pip install 'kei[postgres]'" in done.stderr and "sudo apt install python3-psycopg" in done.stderr
+
+
+def test_a_bad_connection_string_is_a_config_error_without_the_password():
+    for bad in ("host=db password=%s 'unterminated" % SECRET, "", "host=db\x00password=%s" % SECRET):
+        with pytest.raises(ConfigError) as caught:
+            PgRecorder(queue.Queue(), conninfo=bad)
+        assert SECRET not in str(caught.value)

@@ -111,7 +111,7 @@ def test_a_file_from_a_newer_kei_is_refused(tmp_path):
 
 
 def test_bad_arguments_are_config_errors():
-    with pytest.raises(ConfigError, match="record_que"):
+    with pytest.raises(ConfigError, match="record_que.*queue.Queue"):
         SqlRecorder(None)
     with pytest.raises(ConfigError, match="batch_size"):
         SqlRecorder(queue.Queue(), batch_size=0)
