@@ -115,7 +115,7 @@ def cmd_averages(db: sqlite3.Connection, args: argparse.Namespace, out: "csv._wr
         return 1
     start, end = time_range(args)
     for stamp, mean, low, high, count in db.execute(
-            "SELECT ts, mean, minimum, maximum, count FROM aggregate WHERE sensor_id = ? AND window = ? "
+            "SELECT ts, mean, minimum, maximum, count FROM aggregate WHERE sensor_id = ? AND window_s = ? "
             "AND ts >= ? AND ts < ? ORDER BY ts", (ident, args.window, start, end)):
         out.writerow([fmt(stamp), args.unit, args.sensor, _number(mean), _number(low), _number(high), count])
     return 0

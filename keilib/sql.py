@@ -9,14 +9,15 @@ Schema (version 2, kept in ``PRAGMA user_version``)::
 
     sensor(id INTEGER PRIMARY KEY, unit TEXT, sensor TEXT, UNIQUE(unit, sensor))
     reading(sensor_id, ts, value, data_id)                  PRIMARY KEY (sensor_id, ts)
-    aggregate(sensor_id, window, ts, mean, minimum, maximum, count)
-                                                            PRIMARY KEY (sensor_id, window, ts)
+    aggregate(sensor_id, window_s, ts, mean, minimum, maximum, count)
+                                                            PRIMARY KEY (sensor_id, window_s, ts)
 
 Both data tables are ``WITHOUT ROWID``: the rows are stored in key order, so a
 sensor's time range is one contiguous B-tree walk and no second index is kept.
 ``ts`` is UTC epoch seconds (integer): Records carry naive local time, which is
-converted with the box's time zone; ``window`` is the aggregate's length in
-seconds (600 for the 10-minute averages) and ``ts`` its start.
+converted with the box's time zone; ``window_s`` is the aggregate's length in
+seconds (600 for the 10-minute averages) and ``ts`` its start (not ``window``:
+a keyword since SQLite 3.25 and in PostgreSQL).
 
 Writes are upserts on the key (``INSERT ... ON CONFLICT DO UPDATE``), so a
 reading written twice, or a back-filled half-hour value (data id ``hist``)
@@ -95,8 +96,8 @@ def _v1(db: sqlite3.Connection) -> None:
 
 def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE aggregate (sensor_id INTEGER NOT NULL REFERENCES sensor(id), "
-               "window INTEGER NOT NULL, ts INTEGER NOT NULL, mean REAL NOT NULL, minimum REAL NOT NULL, "
-               "maximum REAL NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (sensor_id, window, ts)) "
+               "window_s INTEGER NOT NULL, ts INTEGER NOT NULL, mean REAL NOT NULL, minimum REAL NOT NULL, "
+               "maximum REAL NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (sensor_id, window_s, ts)) "
                "WITHOUT ROWID")
 
 
@@ -106,8 +107,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 UPSERT_READING = ("INSERT INTO reading (sensor_id, ts, value, data_id) VALUES (?, ?, ?, ?) "
                   "ON CONFLICT (sensor_id, ts) DO UPDATE SET value = excluded.value, data_id = excluded.data_id")
-UPSERT_AGGREGATE = ("INSERT INTO aggregate (sensor_id, window, ts, mean, minimum, maximum, count) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id, window, ts) DO UPDATE SET "
+UPSERT_AGGREGATE = ("INSERT INTO aggregate (sensor_id, window_s, ts, mean, minimum, maximum, count) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id, window_s, ts) DO UPDATE SET "
                     "mean = excluded.mean, minimum = excluded.minimum, maximum = excluded.maximum, "
                     "count = excluded.count")
 

@@ -29,7 +29,7 @@ def rows(path: Path, table: str = "reading") -> list:
         if table == "reading":
             return db.execute("SELECT s.unit, s.sensor, r.ts, r.value, r.data_id FROM reading r "
                               "JOIN sensor s ON s.id = r.sensor_id ORDER BY s.unit, s.sensor, r.ts").fetchall()
-        return db.execute("SELECT s.sensor, a.window, a.ts, a.mean, a.minimum, a.maximum, a.count "
+        return db.execute("SELECT s.sensor, a.window_s, a.ts, a.mean, a.minimum, a.maximum, a.count "
                           "FROM aggregate a JOIN sensor s ON s.id = a.sensor_id ORDER BY a.ts").fetchall()
 
 
