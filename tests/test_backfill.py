@@ -335,3 +335,22 @@ def test_one_minute_energy_d0_is_recorded_at_the_meters_minute(stations):
         assert value == round(station.meter.energy_raw(minute) * 0.1, 4)
     for ts, value, _ in station.series("D0R"):
         assert value == round(station.meter.reverse_energy_raw(local_time(ts)) * 0.1, 4)
+
+
+def test_only_backfill_days_are_asked_for(stations, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    station = stations(start=datetime.datetime(2026, 11, 24, 9, 10))
+    station.start_reader(backfill_days=2)
+    first = wait_for(lambda: held_stamp(station), timeout=15, message="a first EA")
+    station.stop_reader()
+    station.leap(10 * 86400)
+    station.start_reader(backfill_days=2)
+    wait_for(lambda: (held_stamp(station) or first) > first + datetime.timedelta(days=9)
+             and station.checkpoint().get("gaps") == [], timeout=30, message="the gap back-filled")
+    last = held_stamp(station)
+    station.stop_reader()
+    station.recorder.stop(5)
+    hist = sorted(local_time(ts) for ts, _, data_id in station.series("EA") if data_id == "hist")
+    assert hist[0] == last - datetime.timedelta(days=2) and len(hist) == 2 * 48
+    check_series(station, hist[0], last)
+    assert "older than 2 days are not asked for" in caplog.text
