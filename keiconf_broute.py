@@ -73,6 +73,7 @@ worker_def = [
             # 'backfill_days': 7,              # after a gap, read missed half hours from the
             #                                  # meter's history, up to this many days back (0: off)
             # 'history_checkpoint': 'broute-history.json',   # what is held and missing (beside scan_cache)
+            # 'one_minute': False,             # True: poll D0 every 60 s if the meter has it
             # keilog's older form also works instead of 'wisundev' (a DSS stick):
             # 'port': '/dev/ttyUSB0', 'baudrate': 115200,
         },

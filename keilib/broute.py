@@ -47,9 +47,11 @@ Records (unit ``BR``, data id ``x``)::
     E0, E3    cumulative energy forward / reverse, kWh
     EA, EB    fixed-time cumulative energy, kWh, stamped with the meter's time
     D0, D0R   one-minute cumulative energy import / export, kWh, stamped with
-              the meter's minute (Release R meters; ask for it in ``requests``,
-              e.g. {'epc': ['D0'], 'cycle': 60}; a meter without it answers
-              Get_SNA, logged once)
+              the meter's minute (Release R meters): with ``one_minute=True``
+              the reader reads the meter's Get property map (9F) at each
+              session start and polls D0 every 60 s if it is listed; or ask
+              for it in ``requests`` ({'epc': ['D0'], 'cycle': 60}; a meter
+              without it answers Get_SNA, logged once)
 
 "No data" values (E7 0x7FFFFFFE, E8 0x7FFE, energy 0xFFFFFFFE, ...) are logged
 and not recorded.  Notifications the meter sends on its own (INF 0x73: EA/EB
@@ -156,6 +158,7 @@ HISTORY_RETRY = 30.0           # after an unanswered or refused history request
 HISTORY_PAUSE = 600.0          # after HISTORY_FAILURES of them in a row
 HISTORY_FAILURES = 3
 HISTORY_PROBE_EVERY = 300.0    # re-read EA when the meter's date is uncertain (near midnight)
+ONE_MINUTE_CYCLE = 60.0        # D0 changes once a minute
 
 
 # What keiconf_broute.py ships (the simulator's credentials): a real meter
@@ -347,6 +350,7 @@ class BrouteReader(Worker):
                  scan_cache: str = "scancache.json", response_timeout: float = 10.0,
                  command_que: "Optional[queue.Queue[Any]]" = None,
                  backfill_days: int = DEFAULT_DAYS, history_checkpoint: str = "broute-history.json",
+                 one_minute: bool = False,
                  clock: Optional[Clock] = None):
         super().__init__(clock=clock)
         if wisundev is None:
@@ -410,7 +414,7 @@ class BrouteReader(Worker):
         self.command_que = command_que
         self.on_demand = RequestGroup([EPC.E7], IDENTITY_CYCLE)
         # -- end issue 12 --
-        self.history_init(backfill_days, history_checkpoint)
+        self.history_init(backfill_days, history_checkpoint, one_minute)
         self.port_missing_since: Optional[float] = None
         self.said_on_console = False
         # Garbled frames and odd answers come from outside: logged rate-limited.
@@ -907,7 +911,7 @@ class BrouteReader(Worker):
     # Kept apart from polling: do_poll calls history_step, handle_frame offers
     # every frame to history_answer first, record_value reports each live EA
     # to history_seen, start_session calls history_session.
-    def history_init(self, days: int, checkpoint: str) -> None:
+    def history_init(self, days: int, checkpoint: str, one_minute: bool = False) -> None:
         validate.number("backfill_days", days, 0, MAX_DAYS, integer=True)      # 0: no back-fill
         validate.text("history_checkpoint", checkpoint, r"[^\x00]+", "a file name (beside the scan cache)")
         # Beside the scan cache (the work directory unless scan_cache names another).
@@ -921,6 +925,9 @@ class BrouteReader(Worker):
         self.history_probe_at: Optional[float] = None
         self.history_resume_at = 0.0
         self.history_failures = 0
+        # one_minute: poll D0 every ONE_MINUTE_CYCLE s once 9F shows the meter has it.
+        self.one_minute = validate.flag("one_minute", one_minute)
+        self.one_minute_group: Optional[RequestGroup] = None
 
     def history_session(self) -> None:
         """A new session: nothing in flight; read 9F and EA again first."""
@@ -938,7 +945,7 @@ class BrouteReader(Worker):
                         gap[1].strftime("%Y/%m/%d %H:%M"), gap[0].strftime("%Y/%m/%d %H:%M"))
 
     def history_step(self, now: float) -> None:
-        if not self.history_enabled or self.unit_code is None or self.tx_blocked \
+        if not (self.history_enabled or self.one_minute) or self.unit_code is None or self.tx_blocked \
                 or self.session_lost_at is not None:
             return
         pending = self.history_pending
@@ -952,13 +959,14 @@ class BrouteReader(Worker):
             return
         if self.budget.used_ms(now) > HISTORY_BUDGET_SHARE * TxBudget.LIMIT_MS:
             return
-        target = self.history.target()
+        target = self.history.target() if self.history_enabled else None
         # Read 9F and EA (the meter's latest half hour: a gap shows at once) when
         # a session starts with a checkpoint (never on the very first start: no
         # gap can exist, and the next EA notification sets the checkpoint), or
         # when a gap needs the property map.
         probe_due = self.history_probe_at is not None and now >= self.history_probe_at \
-            and self.history.held is not None
+            and ((self.history.held is not None and self.history_enabled)
+                 or (self.one_minute and self.one_minute_group is None))
         if probe_due or (target is not None and self.history_get_map is None):
             self.history_probe_at = None
             self.history_send(now, "probe", echonet.get_request(0, [EPC.GET_MAP, EPC.EA]), {})
@@ -981,6 +989,19 @@ class BrouteReader(Worker):
             return
         self.history_send(now, "set E5", echonet.set_request(0, [(EPC.E5, bytes([day]))]),
                           {"epc": EPC.E2, "day": day, "date": target[0].date()})
+
+    def one_minute_setup(self, get_map: Tuple[int, ...]) -> None:
+        """``one_minute=True``: poll D0 when the meter's Get property map lists it."""
+        if not self.one_minute or self.one_minute_group is not None:
+            return
+        if EPC.ONE_MINUTE_ENERGY not in get_map:
+            logger.info("B-route: the meter has no one-minute energy (D0); not polled")
+            self.one_minute = False
+            return
+        self.one_minute_group = RequestGroup([EPC.ONE_MINUTE_ENERGY], ONE_MINUTE_CYCLE)
+        self.one_minute_group.next_due = self.clock.monotonic()
+        self.groups.append(self.one_minute_group)
+        logger.info("B-route: the meter has one-minute energy (D0); polling it every %g s", ONE_MINUTE_CYCLE)
 
     def history_meter_date(self, now: float) -> Optional[datetime.date]:
         """The meter's date, when it is certain: its last EA stamp T was at most
@@ -1036,6 +1057,7 @@ class BrouteReader(Worker):
                     logger.info("B-route history: %s", "the meter has EC/ED (12 half hours per request)"
                                 if use_ec else "the meter has no EC/ED; back-fill reads E5 + E2/E4 "
                                 "(one day per request)")
+                    self.one_minute_setup(self.history_get_map)
             self.record_properties(Frame(frame.tid, frame.seoj, frame.deoj, frame.esv,
                                          tuple(p for p in frame.properties if p.epc == EPC.EA)), now)
             return True

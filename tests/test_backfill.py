@@ -354,3 +354,22 @@ def test_only_backfill_days_are_asked_for(stations, caplog):
     assert hist[0] == last - datetime.timedelta(days=2) and len(hist) == 2 * 48
     check_series(station, hist[0], last)
     assert "older than 2 days are not asked for" in caplog.text
+
+
+def test_one_minute_polls_d0_only_when_the_property_map_lists_it(stations, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    station = stations(start=datetime.datetime(2026, 11, 24, 9, 10), one_minute=True)
+    station.start_reader(one_minute=True)          # first start: no checkpoint needed
+    wait_for(lambda: len(station.series("D0")) >= 2, timeout=20)
+    assert "polling it every 60 s" in caplog.text
+    station.stop_reader()
+
+
+def test_one_minute_without_d0_in_the_map_sends_no_d0(stations, caplog):
+    caplog.set_level(logging.INFO, logger="keilib")
+    station = stations(start=datetime.datetime(2026, 11, 24, 9, 10))
+    station.start_reader(one_minute=True)
+    wait_for(lambda: "the meter has no one-minute energy (D0); not polled" in caplog.text, timeout=20)
+    wait_for(lambda: station.series("E7"), timeout=20)      # polling goes on
+    station.stop_reader()
+    assert not [r for r in caplog.records if "D0" in r.getMessage() and "Get_SNA" in r.getMessage()]
