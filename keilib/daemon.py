@@ -61,7 +61,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from keilib import __version__
+from keilib import __version__, sdnotify, status
 from keilib.errors import ConfigError
 from keilib.fanout import DEFAULT_BUFFER, HOLD, FanOutQueue, Inbox
 from keilib.health import Health, Registry
@@ -517,6 +517,8 @@ class Daemon:
                            for spec in start_order(specs)]
         self.stop_signal: Optional[int] = None
         self.usr1_count = 0
+        self.systemd: Optional[sdnotify.Watchdog] = None     # systemd hook, set by run()
+        self.status_file: Optional[status.StatusFile] = None  # kei status hook, set by run()
 
     # Signal handlers: record only (they run between bytecodes of the main
     # thread); the wakeup fd makes the kernel wake the main loop.
@@ -540,12 +542,17 @@ class Daemon:
             sup.start(now)
         logger.info("kei %s started with %d worker(s): %s", __version__, len(self.supervised),
                     ", ".join(sup.spec.cls.__name__ for sup in self.supervised))
+        self.status_file = status.StatusFile(os.path.join(os.getcwd(), status.STATUS_FILE))  # kei status hook
+        self.systemd = sdnotify.Watchdog.from_environ()     # systemd hook (keilib/sdnotify.py)
+        self.systemd.ready(self.supervised)                  # systemd hook
         handled_usr1 = 0
         while self.stop_signal is None:
             deadlines = [d for d in (s.next_deadline() for s in self.supervised) if d is not None]
             timeout = LIVENESS_CHECK
             if deadlines:
                 timeout = max(0.0, min(timeout, min(deadlines) - self.monotonic()))
+            timeout = min(timeout, self.systemd.tick(self.supervised))  # systemd hook: ping
+            timeout = min(timeout, self.status_file.tick(self.supervised))  # kei status hook
             self.wake.wait(timeout)
             while handled_usr1 < self.usr1_count:
                 handled_usr1 += 1
@@ -560,6 +567,8 @@ class Daemon:
     def shutdown(self) -> int:
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "request"
         logger.info("stopping all workers (%s). Please wait ...", name)
+        if self.systemd is not None:                         # systemd hook
+            self.systemd.stopping()
         deadline = self.monotonic() + STOP_BUDGET
         # Producers first, then each consumer drains what was queued for it.
         for sup in reversed(self.supervised):
@@ -571,6 +580,8 @@ class Daemon:
             if not sup.instance.stop(timeout=left):
                 logger.error("%s did not stop within the %g s budget", sup.spec.label, STOP_BUDGET)
             sup.set_state(WorkerState.STOPPED)
+        if self.status_file is not None:                    # kei status hook
+            self.status_file.remove()
         logger.info("kei stopped")
         return EXIT_OK
 
@@ -638,6 +649,9 @@ class ConsoleFilter(logging.Filter):
 # asked for; the function takes the remaining arguments and returns the exit
 # status.  ``kei`` alone (or with options) runs the daemon.
 SUBCOMMANDS: Dict[str, str] = {
+    "read": "keilib.read:main",          # one-shot meter read (issue 14)
+    "probe": "keilib.probe:main",        # transcript for bug reports (issue 14)
+    "status": "keilib.status:main",      # the running daemon's health (issue 14)
     "query": "keilib.query:main",        # issue 13: CSV from the SQLite store
 }
 

@@ -9,10 +9,18 @@ for each package listed in ``serial.protocol_handler_packages``.  Listing
 ``keilib.sim`` there (a string; nothing is imported) is how kei registers
 ``sim://``: pyserial imports the simulator only when such a URL is opened, so
 no production module imports it.
+
+One port, one user: a Wi-SUN driver opens a local device (a path, not a
+URL) with pyserial's ``exclusive=True``, an advisory ``flock`` on the
+device, which every path to it shares (``/dev/ttyUSB0`` and its
+``/dev/serial/by-id/...`` link).  ``port_in_use(path)`` asks for that lock
+without keeping it: ``kei read`` and ``kei probe`` refuse to talk to a module
+the daemon is polling.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from typing import Any, Optional
 
@@ -34,6 +42,32 @@ def open_port(url: str, **settings: Any) -> Any:
     """``serial.serial_for_url(url, **settings)``, with ``sim://`` known."""
     register_sim_urls()
     return serial.serial_for_url(url, **settings)
+
+
+def is_local_device(port: str) -> bool:
+    """A path to a device node (not a ``scheme://`` URL)."""
+    return "://" not in port
+
+
+def port_in_use(port: str) -> bool:
+    """True if another open file holds the exclusive lock on local device
+    ``port`` (kei's daemon does while it uses the port).  False for URLs and
+    for ports that cannot be opened (opening them will say why)."""
+    if not is_local_device(port):
+        return False
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)          # also releases the lock taken here
+    return False
 
 
 def port_problem(url: Any) -> Optional[str]:

@@ -50,7 +50,7 @@ from keilib import validate
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import DeviceError, DeviceGone, DeviceTimeout
 from keilib.logutil import LogLimiter
-from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, open_port
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, is_local_device, open_port
 
 logger = logging.getLogger(__name__)
 
@@ -440,8 +440,11 @@ class SkDevice:
     def open(self) -> None:
         self.close()
         try:
+            # exclusive: an flock on a local device, so that `kei read` and
+            # `kei probe` see that this module is in use (keilib.ports).
+            extra = {"exclusive": True} if is_local_device(self.port) else {}
             self.serial = open_port(self.port, baudrate=self.baud, timeout=self.READ_TIMEOUT,
-                                    write_timeout=5)
+                                    write_timeout=5, **extra)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DeviceGone("cannot open %s: %s" % (_port_label(self.port), exc)) from exc
         self.parser = SkParser(self.KIND.dual)

@@ -41,6 +41,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from typing import Any, Optional
 
 from keilib import validate                     # issue 17.3
@@ -134,6 +135,9 @@ class Worker(threading.Thread):
         # Every worker's health, for the few workers that report on others
         # (an exporter, alerts); set by the launcher before start.
         self.registry: Optional[Registry] = None
+        # Watchdog hook (keilib.sdnotify): real monotonic time at which the
+        # current setup()/step() began; None outside them.
+        self.step_since: Optional[float] = None
 
     @classmethod
     def config_warnings(cls, args: dict) -> list:
@@ -174,9 +178,12 @@ class Worker(threading.Thread):
     def run(self) -> None:
         logger.info("%s started", self.name)
         try:
+            self.step_since = time.monotonic()     # watchdog hook (keilib.sdnotify)
             self.setup()
             while not self._stopping.is_set():
+                self.step_since = time.monotonic()  # watchdog hook: this step began
                 self.step()
+            self.step_since = None                  # watchdog hook
         except Exception as exc:  # noqa: BLE001 - the launcher restarts us
             self.failure = exc
             logger.exception("%s failed: %s", self.name, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 from keilib.record import Record
@@ -124,3 +125,30 @@ class LegacyRunWorker(Worker):
         with open(self.marker, "a") as handle:
             handle.write("start\n")
         raise RuntimeError("legacy run() failed")
+
+
+class WedgedWorker(Worker):
+    """Its first step hangs ``hang`` seconds without looking at the stop
+    event (as a driver stuck in a read with no timeout would), then it idles.
+    ``STEP_LIMIT`` is 1 s, so the systemd watchdog counts it as wedged soon."""
+
+    STEP_LIMIT = 1.0
+
+    def __init__(self, hang=5.0, marker=None):
+        super().__init__()
+        self.hang = hang
+        self.marker = marker
+        self.hung = False
+
+    def step(self):
+        if not self.hung:
+            self.hung = True
+            # CLOCK_MONOTONIC is one clock for every process: the test compares.
+            if self.marker:
+                with open(self.marker, "w") as handle:
+                    handle.write("hanging %r\n" % time.monotonic())
+            threading.Event().wait(self.hang)    # deaf to the stop event on purpose
+            if self.marker:
+                with open(self.marker, "a") as handle:
+                    handle.write("back %r\n" % time.monotonic())
+        self.wait(0.2)

@@ -381,3 +381,29 @@ def test_half_a_line_left_by_a_crash_is_cut_at_open(tmp_path, fake_clock, caplog
         recorder.stop(5)
     assert lines(raw) == ["2026/05/20 13:59:59,U,S,1,x", "2026/05/20 14:00:01,U,S,2,x"]
     assert "ended in an incomplete line (15 bytes" in caplog.text
+
+
+def test_a_25_minute_step_back_averages_every_repeated_reading(rig, fake_clock, caplog):
+    """NTP steps the clock back 25 minutes, from 15:45:39 to 15:20:39 (the
+    issue's case: the old 20-minute margin below the last written window end,
+    15:40, did not notice it): the first reading after the step, and every one
+    in the repeated windows, is averaged and uploaded."""
+    record_que, upload_que, _, tmp = rig
+    fake_clock.set(D(2026, 12, 1, 15, 35, 0))
+    for minute in (31, 32):
+        record_que.put(Record(D(2026, 12, 1, 15, minute, 0), "u1", "seq", minute))
+    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 2)
+    fake_clock.set(D(2026, 12, 1, 15, 45, 39))                  # the 15:30 window is written
+    wait_for(lambda: lines(tmp / "sum20261201-mylog.txt") == ["2026/12/01 15:30,u1,seq,31.5"])
+    upload_que.get(timeout=2)
+    fake_clock.set(D(2026, 12, 1, 15, 20, 39))                  # stepped back 25 minutes
+    record_que.put(Record(D(2026, 12, 1, 15, 20, 39), "u1", "seq", 20))   # the first after the step
+    record_que.put(Record(D(2026, 12, 1, 15, 33, 0), "u1", "seq", 33))
+    wait_for(lambda: len(lines(tmp / "20261201-mylog.txt")) == 4)
+    fake_clock.set(D(2026, 12, 1, 15, 45, 39))
+    wait_for(lambda: len(lines(tmp / "sum20261201-mylog.txt")) == 3)
+    assert lines(tmp / "sum20261201-mylog.txt")[1:] == ["2026/12/01 15:20,u1,seq,20.0",
+                                                        "2026/12/01 15:30,u1,seq,33.0"]
+    uploaded = "".join(upload_que.get(timeout=2)[1] for _ in range(2))
+    assert uploaded.splitlines() == lines(tmp / "sum20261201-mylog.txt")[1:]
+    assert "late reading" not in caplog.text and "the clock went back" in caplog.text

@@ -67,6 +67,17 @@ def test_hardening_that_keeps_the_serial_ports(unit):
     assert not service["WorkingDirectory"][0].startswith(("/usr", "/etc", "/boot", "/home"))
 
 
+def test_notify_type_and_watchdog(unit):
+    service = unit["Service"]
+    assert service["Type"] == ["notify"]            # kei sends READY=1 (keilib/sdnotify.py)
+    assert service["NotifyAccess"] == ["main"]
+    # longer than kei's ping interval (half of it) and shorter than the wedge
+    # rule's 300 s, so a wedged kei is restarted within 7 minutes
+    assert 10 <= int(service["WatchdogSec"][0]) <= 300
+    # a watchdog kill must lead to a restart
+    assert service["Restart"][0] in ("on-failure", "on-watchdog", "on-abnormal", "always")
+
+
 def test_ordering_and_install(unit):
     assert "network-online.target" in unit["Unit"]["After"][0].split()
     assert "network-online.target" in unit["Unit"]["Wants"][0].split()
@@ -98,3 +109,48 @@ def test_systemd_analyze_verify_would_notice_a_mistake(tmp_path):
     broken = UNIT.read_text().replace("Restart=on-failure", "Restart=sometimes")
     result = _verify(broken, tmp_path)
     assert "sometimes" in result.stdout + result.stderr
+
+
+def test_install_script_sets_up_the_service_in_one_command(tmp_path):
+    """systemd/install.sh with its places moved into a temporary directory:
+    the config lands owned and private, the unit points at this clone, and
+    systemd is asked to reload, enable and start it."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("the install script runs as root")
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("the unit runs the system's /usr/bin/python3, which this system lacks")
+    state, units = tmp_path / "state", tmp_path / "units"
+    units.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    fake_systemctl = tmp_path / "systemctl"
+    fake_systemctl.write_text('#!/bin/sh\necho "$*" >> %s\n' % calls)
+    fake_systemctl.chmod(0o755)
+    config = tmp_path / "keiconf.py"
+    config.write_text((REPO / "keiconf_serial.py").read_text())
+    env = dict(os.environ, KEI_USER="root", KEI_STATE_DIR=str(state), KEI_UNIT_DIR=str(units),
+               KEI_SYSTEMCTL=str(fake_systemctl))
+    result = subprocess.run(["sh", str(REPO / "systemd" / "install.sh"), str(config)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    installed = state / "keiconf.py"
+    assert installed.read_text() == config.read_text()
+    assert oct(installed.stat().st_mode & 0o777) == "0o640"           # it holds the password
+    unit_text = (units / "kei.service").read_text()
+    assert "ExecStart=/usr/bin/python3 %s/kei.py" % REPO in unit_text
+    assert "WorkingDirectory=%s" % state in unit_text and "User=root" in unit_text
+    assert calls.read_text().splitlines() == ["daemon-reload", "enable --now kei"]
+    assert "Its log: tail -f %s/kei.log" % state in result.stdout
+    # A second run keeps the config it finds (never overwrites a user's edits).
+    installed.write_text(installed.read_text() + "# edited on the box\n")
+    again = subprocess.run(["sh", str(REPO / "systemd" / "install.sh"), str(config)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "keeping the config" in again.stdout
+    assert installed.read_text().endswith("# edited on the box\n")
+    # A config that does not pass --check stops the install before systemd is asked.
+    (state / "keiconf.py").write_text("worker_def = []\n")
+    (units / "kei.service").unlink()
+    bad = subprocess.run(["sh", str(REPO / "systemd" / "install.sh")], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 1 and "does not pass kei.py --check" in bad.stderr
+    assert not (units / "kei.service").exists()

@@ -421,7 +421,8 @@ def test_register_reads_and_writes(connect):
     assert host.command("SKSREG S3", 2)[0] == "ESREG 000A"
     assert host.command("SKSREG S16 3C", 1) == ["OK"]              # BP35A1 minimum
     for bad in ("SKSREG S2 3D", "SKSREG S2 G1", "SKSREG S99", "SKSREG X2", "SKSREG S1 01",
-                "SKSREG SFB 1", "SKSREG SFD 5", "SKSREG S16 3B", "SKSREG S0B"):
+                "SKSREG SFB 1", "SKSREG SFD 5", "SKSREG S16 3B", "SKSREG S0B",
+                "SKSREG S1C", "SKSREG S1F"):                   # dual-only
         assert host.command(bad, 1) == ["FAIL ER06"], bad
     assert host.command("SKSREG SFD 0", 1) == ["OK"]
 
@@ -433,6 +434,14 @@ def test_dual_stack_register_limits(connect):
     assert host.command("SKSREG S16 3C", 1) == ["FAIL ER06"]       # DSS/C2 minimum is 60
     assert host.command("SKSREG S16 60", 1) == ["OK"]
     assert host.command("SKSREG SF0", 2) == ["ESREG 0", "OK"]
+    # Every read is one fixed-width token, never empty (keilog takes split()[1])
+    assert host.command("SKSREG S0B", 2) == ["ESREG " + "0" * 16, "OK"]
+    assert host.command("SKSREG S1C", 2) == ["ESREG 00278D00", "OK"]
+    assert host.command("SKSREG S1F", 2) == ["ESREG " + "0" * 16, "OK"]
+    assert host.command("SKSREG S1F 01", 1) == ["FAIL ER06"]        # read-only
+    assert host.command("SKSREG S1C 5F", 1) == ["FAIL ER06"]        # below 0x60
+    assert host.command("SKSREG S0B 0123456789ABCDEF", 1) == ["OK"]
+    assert host.command("SKSREG S0B", 2) == ["ESREG 0123456789ABCDEF", "OK"]
 
 
 # ---------------------------------------------------------------------------

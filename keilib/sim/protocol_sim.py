@@ -8,7 +8,7 @@ After ``keilib.sim.register_url_handler()``::
 URL grammar::
 
     sim://<device>[?<option>=<value>[&<option>=<value>...]]
-    <device>   a key of DEVICE_MODULES ('wisun', 'sensor')
+    <device>   a key of DEVICE_MODULES ('wisun', 'sensor', 'replay')
     name=<n>   keep the device in a registry under <n>: closing and reopening the
                URL reaches the same device (and meter), and tests reach it with
                get_device(n), unplug(n), replug(n); register(n, device) puts a
@@ -49,6 +49,7 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 DEVICE_MODULES: Dict[str, str] = {
     "wisun": "keilib.sim.wisun",
     "sensor": "keilib.sim.sensor",
+    "replay": "keilib.sim.replay",      # plays back a `kei probe` transcript
 }
 
 GRAMMAR = ("sim://<device>?<option>=<value>&...; device one of %s; name=<registry name> "

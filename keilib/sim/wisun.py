@@ -58,8 +58,10 @@ meter's EA/EB INF after every :00/:30; EVENT 29 at the end of the PANA
 session lifetime, then re-authentication ending in EVENT 25 (or 24); EVENT
 32/33 from a sliding one-hour transmit-time account (register SFD/SFB).
 
-Choices where the documents are silent [?]: product commands are echoed like
-any input; RL7023 kinds answer all four product commands ``FAIL ER04\\r\\n``;
+Choices where the documents are silent [?]: every ESREG answer is one
+non-empty token of the register's fixed width, and the dual-stack HAN
+registers start "unset" (S0B sixteen '0', S1C 2592000 s, S1F 0; see
+REGISTERS); product commands are echoed like any input; RL7023 kinds answer all four product commands ``FAIL ER04\\r\\n``;
 simple commands answer at once; EVENT 32/33 carry the module's own address;
 SKSTART, SKSEND*, SKCONNECT, SKCLOSE, SKREGDEV, SKRMDEV, SKSETKEY, SKRMKEY,
 SKSECENABLE, SKDSLEEP and SKRFLO are not emulated (FAIL ER04).
@@ -218,16 +220,32 @@ class Register:
     dual_only: bool = False
 
 
+# Every read answers one non-empty token of fixed width (skstack.md section
+# 10.12: output is upper case and fixed width): clients such as keilog take
+# ``line.split()[1]`` of every ESREG they read.  Where skstack.md section 3.5
+# gives no initial value (the HAN-only rows of the dual-stack kinds), the
+# choice made here is the register's "unset" value at its full width:
+#   S0B  HAN Pairing ID, 16 characters: "0000000000000000" (none set);
+#   S1C  PAA key-update period, 8 hex digits: 2592000 s (30 days; the upper
+#        end of the range keilog's register table quotes, 0x60..2592000);
+#   S1F  relay-device MAC, 16 hex digits, read-only: 0 (no relay device).
+# A single-stack kind has none of the dual-only registers: reading one is
+# FAIL ER06 like any unknown register (section 3.5).
+HAN_PAIRING_UNSET = "0" * 16
+PAA_KEY_PERIOD = 2592000
+
 REGISTERS: Dict[int, Register] = {
     0x01: Register(16, False),                           # own MAC (value filled at run time)
     0x02: Register(2, True, 0x21, 0x3C, 0x21),           # channel
     0x03: Register(4, True, 0, 0xFFFF, 0xFFFF),          # PAN ID
     0x07: Register(8, False),                            # MAC frame counter
     0x0A: Register(0, True, initial="CCDDEEFF"),         # Pairing ID
-    0x0B: Register(0, True, initial="", dual_only=True), # HAN Pairing ID
+    0x0B: Register(0, True, initial=HAN_PAIRING_UNSET, dual_only=True),  # HAN Pairing ID
     0x15: Register(1, True, 0, 1, 0),
     0x16: Register(8, True, 0x3C, 0xFFFFFFFF, 0x384),    # PANA lifetime (low: per kind)
     0x17: Register(1, True, 0, 1, 1),
+    0x1C: Register(8, True, 0x60, PAA_KEY_PERIOD, PAA_KEY_PERIOD, dual_only=True),  # HAN key period
+    0x1F: Register(16, False, dual_only=True),           # HAN relay-device MAC
     0xA0: Register(1, True, 0, 1, 1),
     0xA1: Register(1, True, 0, 1, 1),
     0xA2: Register(1, True, 0, 1, 0),                    # dual: RSSI in ERXUDP
