@@ -59,6 +59,7 @@ worker_def = [
             #   E7 instantaneous power (W)         E8 currents R/T phase (A)
             #   E0/E3 cumulative energy forward/reverse (kWh)
             #   EA/EB fixed-time energy (the meter also sends them every 30 minutes)
+            #   D0 one-minute energy import/export (newer meters only; most refuse it)
             'requests': [
                 {'epc': ['D3', 'D7', 'E1'], 'cycle': 3600},
                 {'epc': ['E7', 'E8'], 'cycle': 10},
@@ -69,10 +70,17 @@ worker_def = [
             # 'scan_cache': 'scancache.json',  # the meter's channel/PAN, kept so a restart
             #                                  # skips the scan (deleted when a join with it fails)
             # 'response_timeout': 10,          # seconds to wait for an answer (then ask once more)
+            # 'backfill_days': 7,              # after a gap, read missed half hours from the
+            #                                  # meter's history, up to this many days back (0: off)
+            # 'history_checkpoint': 'broute-history.json',   # what is held and missing (beside scan_cache)
+            # 'one_minute': False,             # True: poll D0 every 60 s if the meter has it
             # keilog's older form also works instead of 'wisundev' (a DSS stick):
             # 'port': '/dev/ttyUSB0', 'baudrate': 115200,
         },
     },
+    # To keep every reading in SQLite as well ('kei query' answers from it),
+    # uncomment this entry and add:  from keilib.sql import SqlRecorder
+    # {'class': SqlRecorder, 'args': {'record_que': record_que}},
     # To upload the 10-minute averages to php/upload.php on your server,
     # uncomment this entry, the import above, the 'upload_que' line of the
     # FileRecorder, and:

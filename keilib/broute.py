@@ -46,6 +46,12 @@ Records (unit ``BR``, data id ``x``)::
     E8R, E8T  phase currents, A (T is absent on single-phase 2-wire meters)
     E0, E3    cumulative energy forward / reverse, kWh
     EA, EB    fixed-time cumulative energy, kWh, stamped with the meter's time
+    D0, D0R   one-minute cumulative energy import / export, kWh, stamped with
+              the meter's minute (Release R meters): with ``one_minute=True``
+              the reader reads the meter's Get property map (9F) at each
+              session start and polls D0 every 60 s if it is listed; or ask
+              for it in ``requests`` ({'epc': ['D0'], 'cycle': 60}; a meter
+              without it answers Get_SNA, logged once)
 
 "No data" values (E7 0x7FFFFFFE, E8 0x7FFE, energy 0xFFFFFFFE, ...) are logged
 and not recorded.  Notifications the meter sends on its own (INF 0x73: EA/EB
@@ -55,6 +61,25 @@ answered with INFC_Res (0x7A).
 The scan result is cached in ``scancache.json`` in the work directory (written
 atomically) and reused at the next start, which skips the minutes-long scan,
 until a join with it fails.
+
+Back-fill (keilib/backfill.py and the ``history_*`` methods): a small
+checkpoint file (``history_checkpoint``, beside the scan cache) keeps the
+newest half hour whose EA kei holds and the half hours still missing.  An EA
+later than the next half hour (after a stop, a pulled stick, a rejoin, a run
+of misses; at each session start EA is read once to see it at once) opens a
+gap, which is read from the meter's history, newest first, for up to
+``backfill_days`` (default 7, at most 99; 0 turns it off): EC after setting ED
+(12 half hours per request) when the meter's Get property map lists EC and ED,
+else E2 (+E4) after setting E5 (one day per request).  Every time involved is
+the meter's own (its EA stamps), so a meter clock that differs from ours does
+no harm; E5's day is derived from the meter's date and a read is put off while
+that date is uncertain (around the meter's midnight).  History requests start
+only when no regular poll is due within 2 s and nothing else is in flight,
+count against the airtime budget and stop while it is above half the limit,
+and anything in flight is dropped when the session drops.  They become EA/EB
+records stamped with the meter's half-hour time and data id ``hist``
+(record.HISTORY_DATA_ID); "no data" slots are skipped (logged once per
+answer).  The first start ever (no checkpoint) back-fills nothing.
 
 Route-B radios may transmit at most 360 s per hour (ARIB STD-T108).  The
 reader estimates the airtime of what it sends, refuses at start-up a schedule
@@ -69,7 +94,8 @@ that could exceed the budget, and pauses sending if the hour's total nears it.
               'broute_pwd': 'XXXXXXXXXXXX',                      # 12 characters
               'requests': [{'epc': ['E7'], 'cycle': 10},
                            {'epc': ['E0', 'E3'], 'cycle': 300}],
-              'record_que': record_que}}
+              'record_que': record_que,
+              'backfill_days': 7}}                # optional: 0..99, 0 = no back-fill
 """
 
 from __future__ import annotations
@@ -84,12 +110,13 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from keilib import echonet, validate
+from keilib.backfill import DEFAULT_DAYS, HALF_HOUR, MAX_DAYS, HistoryCheckpoint, slots
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
 from keilib.logutil import LogLimiter
 from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, port_problem
-from keilib.record import Record
+from keilib.record import HISTORY_DATA_ID, Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
 from keilib.worker import Backoff, Worker
@@ -106,7 +133,7 @@ DEFAULT_REQUESTS = [
     {"epc": ["E0", "E3"], "cycle": 300},
 ]
 # What a request may ask for: the values kei records or needs for conversion.
-REQUESTABLE = {"D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
+REQUESTABLE = {"D0", "D3", "D7", "E1", "E0", "E3", "E7", "E8", "EA", "EB"}
 MAX_EPCS_PER_FRAME = 6          # a meter must support OPC up to 6 (AIF 2.4.4)
 
 MAX_CYCLE = 86400.0             # seconds: a request group is polled at least once a day
@@ -122,6 +149,16 @@ FACTORS_RETRY = 30.0
 IDENTITY_CYCLE = 10 * 365 * 86400.0   # sent once per session (issue 12), never repeated
 CONSOLE_AFTER = 60.0            # a module missing this long is said on the terminal too
 BACKOFF_MAX = 60.0
+# Back-fill (the history_* methods): a history request starts only when no
+# regular poll is due within HISTORY_MARGIN s, nothing else is in flight, and
+# the hour's airtime is below HISTORY_BUDGET_SHARE of the limit.
+HISTORY_MARGIN = 2.0
+HISTORY_BUDGET_SHARE = 0.5
+HISTORY_RETRY = 30.0           # after an unanswered or refused history request
+HISTORY_PAUSE = 600.0          # after HISTORY_FAILURES of them in a row
+HISTORY_FAILURES = 3
+HISTORY_PROBE_EVERY = 300.0    # re-read EA when the meter's date is uncertain (near midnight)
+ONE_MINUTE_CYCLE = 60.0        # D0 changes once a minute
 
 
 # What keiconf_broute.py ships (the simulator's credentials): a real meter
@@ -312,6 +349,8 @@ class BrouteReader(Worker):
                  port: Optional[str] = None, baudrate: int = 115200,
                  scan_cache: str = "scancache.json", response_timeout: float = 10.0,
                  command_que: "Optional[queue.Queue[Any]]" = None,
+                 backfill_days: int = DEFAULT_DAYS, history_checkpoint: str = "broute-history.json",
+                 one_minute: bool = False,
                  clock: Optional[Clock] = None):
         super().__init__(clock=clock)
         if wisundev is None:
@@ -375,6 +414,7 @@ class BrouteReader(Worker):
         self.command_que = command_que
         self.on_demand = RequestGroup([EPC.E7], IDENTITY_CYCLE)
         # -- end issue 12 --
+        self.history_init(backfill_days, history_checkpoint, one_minute)
         self.port_missing_since: Optional[float] = None
         self.said_on_console = False
         # Garbled frames and odd answers come from outside: logged rate-limited.
@@ -561,6 +601,7 @@ class BrouteReader(Worker):
         self.identity.next_due = now          # issue 12
         for group in self.groups:
             group.next_due = now
+        self.history_session()
 
     # -- polling ---------------------------------------------------------------
     def do_poll(self) -> None:
@@ -582,10 +623,11 @@ class BrouteReader(Worker):
         self.expire_requests(now)
         self.send_due(now)
         self.take_command(now)                 # issue 12
+        self.history_step(now)                 # issue 13: back-fill, only when no poll is due
         # Sleep until something is due or the meter sends; a stop wakes it (stop()).
         wait = self.seconds_to_next(now)
-        if self.command_que is not None:
-            wait = min(wait, 1.0)              # a read command is taken within a second
+        if self.command_que is not None or self.history_busy():
+            wait = min(wait, 1.0)              # a read command, a back-fill step: within a second
         item = self.device.receive(timeout=max(0.05, wait))
         if item is not None:
             self.handle(item)
@@ -756,6 +798,8 @@ class BrouteReader(Worker):
         if frame.deoj != echonet.CONTROLLER:
             return
         now = self.clock.now().replace(microsecond=0)
+        if self.history_answer(frame, now):
+            return
         if frame.is_notification:
             if frame.esv == ESV.INFC:
                 self.answer_infc(frame)
@@ -837,6 +881,11 @@ class BrouteReader(Worker):
                 self.put(now, "E8T", value.t)    # single-phase 2-wire: T is simply absent
         elif epc in (EPC.E0, EPC.E3):
             self.put(now, name, self.kwh(name, value))
+        elif epc == EPC.ONE_MINUTE_ENERGY:
+            # Release R meters: import (and export) at the last whole minute, the meter's stamp
+            self.put(value.timestamp, "D0", self.kwh("D0", value.normal))
+            if is_value(value.reverse):
+                self.put(value.timestamp, "D0R", self.kwh("D0R", value.reverse))
         elif epc in (EPC.EA, EPC.EB):
             key = (epc, value.timestamp)
             if notification and key in self.notified:
@@ -844,6 +893,8 @@ class BrouteReader(Worker):
                 return
             self.notified.append(key)
             self.put(value.timestamp, name, self.kwh(name, value.raw))
+            if epc == EPC.EA and is_value(value.raw):
+                self.history_seen(value.timestamp)
 
     def kwh(self, name: str, raw: Any) -> Any:
         if not is_value(raw):
@@ -853,7 +904,7 @@ class BrouteReader(Worker):
             return None
         return round(echonet.energy_kwh(raw, self.coefficient or 1, self.unit_code), 4)
 
-    def put(self, stamp: datetime.datetime, sensor: str, value: Any) -> None:
+    def put(self, stamp: datetime.datetime, sensor: str, value: Any, data_id: str = "x") -> None:
         if value is None:
             return
         if not is_value(value):
@@ -861,7 +912,7 @@ class BrouteReader(Worker):
                                    "B-route: the meter reports %s for %s; not recorded", value, sensor)
             return
         try:
-            record = Record(stamp, "BR", sensor, value)
+            record = Record(stamp, "BR", sensor, value, data_id)
         except ValueError as exc:   # out of the accepted range (keilib.record.VALUE_LIMIT)
             self.log_limit.warning(sensor, "out-of-range values", "B-route: %s not recorded: %s", sensor, exc)
             return
@@ -880,6 +931,243 @@ class BrouteReader(Worker):
                     break
         self.health.count("dropped")
         logger.error("B-route: record queue full for 5 s; reading lost: %s", record.to_raw_line())
+
+    # -- back-fill from the meter's history (issue 13) -------------------------------
+    # Kept apart from polling: do_poll calls history_step, handle_frame offers
+    # every frame to history_answer first, record_value reports each live EA
+    # to history_seen, start_session calls history_session.
+    def history_init(self, days: int, checkpoint: str, one_minute: bool = False) -> None:
+        validate.number("backfill_days", days, 0, MAX_DAYS, integer=True)      # 0: no back-fill
+        validate.text("history_checkpoint", checkpoint, r"[^\x00]+", "a file name (beside the scan cache)")
+        # Beside the scan cache (the work directory unless scan_cache names another).
+        self.history = HistoryCheckpoint(os.path.join(os.path.dirname(self.cache.path), checkpoint), days)
+        self.history.load()
+        self.history_enabled = days > 0
+        self.history_get_map: Optional[Tuple[int, ...]] = None   # the meter's 0x9F
+        self.history_use_ec = True
+        self.history_pending: Optional[Dict[str, Any]] = None
+        self.history_meter_time: Optional[Tuple[datetime.datetime, float]] = None   # (EA stamp, our monotonic)
+        self.history_probe_at: Optional[float] = None
+        self.history_resume_at = 0.0
+        self.history_failures = 0
+        # one_minute: poll D0 every ONE_MINUTE_CYCLE s once 9F shows the meter has it.
+        self.one_minute = validate.flag("one_minute", one_minute)
+        self.one_minute_group: Optional[RequestGroup] = None
+
+    def history_session(self) -> None:
+        """A new session: nothing in flight; read 9F and EA again first."""
+        self.history_pending = None
+        self.history_probe_at = self.clock.monotonic()
+        self.history_failures = 0
+        self.history_resume_at = 0.0
+
+    def history_seen(self, stamp: datetime.datetime) -> None:
+        """A live EA: the meter's clock, and maybe a gap."""
+        self.history_meter_time = (stamp, self.clock.monotonic())
+        gap = self.history.seen(stamp)
+        if gap is not None and self.history_enabled:
+            logger.info("B-route history: the half hours %s .. %s are missing; reading them from the meter",
+                        gap[1].strftime("%Y/%m/%d %H:%M"), gap[0].strftime("%Y/%m/%d %H:%M"))
+
+    def history_busy(self) -> bool:
+        """Back-fill work may be waiting (a request out, a gap or a probe to
+        read): do_poll must come back soon rather than sleep until a poll."""
+        if not (self.history_enabled or self.one_minute) or self.unit_code is None:
+            return False
+        return (self.history_pending is not None or self.history_probe_at is not None
+                or (self.history_enabled and self.history.target() is not None))
+
+    def history_step(self, now: float) -> None:
+        if not (self.history_enabled or self.one_minute) or self.unit_code is None or self.tx_blocked \
+                or self.session_lost_at is not None:
+            return
+        pending = self.history_pending
+        if pending is not None:
+            if now - pending["sent_at"] >= self.response_timeout:
+                self.history_failed(now, "no answer to %s" % pending["label"])
+            return
+        if now < self.history_resume_at or self.outstanding:
+            return
+        if any(group.next_due - now < HISTORY_MARGIN for group in self.active_groups()):
+            return
+        if self.budget.used_ms(now) > HISTORY_BUDGET_SHARE * TxBudget.LIMIT_MS:
+            return
+        target = self.history.target() if self.history_enabled else None
+        # Read 9F and EA (the meter's latest half hour: a gap shows at once) when
+        # a session starts with a checkpoint (never on the very first start: no
+        # gap can exist, and the next EA notification sets the checkpoint), or
+        # when a gap needs the property map.
+        probe_due = self.history_probe_at is not None and now >= self.history_probe_at \
+            and ((self.history.held is not None and self.history_enabled)
+                 or (self.one_minute and self.one_minute_group is None))
+        if probe_due or (target is not None and self.history_get_map is None):
+            self.history_probe_at = None
+            self.history_send(now, "probe", echonet.get_request(0, [EPC.GET_MAP, EPC.EA]), {})
+            return
+        if target is None:
+            return
+        if self.history_use_ec:
+            count = min(slots(target), echonet.HISTORY2_MAX_POINTS[0xED])
+            edt = echonet.encode_history_request(target[0], count)
+            self.history_send(now, "set ED", echonet.set_request(0, [(EPC.ED, edt)]),
+                              {"epc": EPC.EC})
+            return
+        meter_date = self.history_meter_date(now)
+        if meter_date is None:
+            return
+        day = (meter_date - target[0].date()).days
+        if not 0 <= day <= MAX_DAYS:
+            logger.info("B-route history: %s is out of the meter's reach (day %d); skipped", target[0].date(), day)
+            self.history.take(target)
+            return
+        self.history_send(now, "set E5", echonet.set_request(0, [(EPC.E5, bytes([day]))]),
+                          {"epc": EPC.E2, "day": day, "date": target[0].date()})
+
+    def one_minute_setup(self, get_map: Tuple[int, ...]) -> None:
+        """``one_minute=True``: poll D0 when the meter's Get property map lists it."""
+        if not self.one_minute or self.one_minute_group is not None:
+            return
+        if EPC.ONE_MINUTE_ENERGY not in get_map:
+            logger.info("B-route: the meter has no one-minute energy (D0); not polled")
+            self.one_minute = False
+            return
+        self.one_minute_group = RequestGroup([EPC.ONE_MINUTE_ENERGY], ONE_MINUTE_CYCLE)
+        self.one_minute_group.next_due = self.clock.monotonic()
+        self.groups.append(self.one_minute_group)
+        logger.info("B-route: the meter has one-minute energy (D0); polling it every %g s", ONE_MINUTE_CYCLE)
+
+    def history_meter_date(self, now: float) -> Optional[datetime.date]:
+        """The meter's date, when it is certain: its last EA stamp T was at most
+        30 min old when seen, so the meter's time is below T + 30 min + elapsed."""
+        if self.history_meter_time is None:
+            return None
+        stamp, seen_at = self.history_meter_time
+        latest = stamp + HALF_HOUR + datetime.timedelta(seconds=now - seen_at)
+        if latest.date() == stamp.date():
+            return stamp.date()
+        # Around the meter's midnight E5's day would be ambiguous: read EA again
+        # (at once if the last one is old, else a few minutes later).
+        if self.history_probe_at is None:
+            self.history_probe_at = now + HISTORY_PROBE_EVERY if now - seen_at < HISTORY_PROBE_EVERY else now
+        return None
+
+    def history_send(self, now: float, label: str, frame: Frame, plan: Dict[str, Any]) -> None:
+        if self.meter_addr is None:
+            return
+        self.tid = (self.tid + 1) & 0xFFFF
+        data = Frame(self.tid, frame.seoj, frame.deoj, frame.esv, frame.properties).encode()
+        self.budget.record(now, len(data))
+        self.health.count("history_frames")
+        self.health.count("history_airtime_us", int(TxBudget.airtime_ms(len(data)) * 1000))
+        self.history_pending = dict(plan, tid=self.tid, label=label, sent_at=now)
+        if not self.device.sendto(self.meter_addr, data):
+            self.history_failed(now, "sending %s failed (EVENT 21 01)" % label)
+
+    def history_failed(self, now: float, reason: str) -> None:
+        self.history_pending = None
+        self.history_failures += 1
+        pause = HISTORY_PAUSE if self.history_failures >= HISTORY_FAILURES else HISTORY_RETRY
+        logger.info("B-route history: %s; trying again in %g s", reason, pause)
+        self.history_resume_at = now + pause
+        if self.history_failures >= HISTORY_FAILURES:
+            self.history_failures = 0
+
+    def history_answer(self, frame: Frame, now: datetime.datetime) -> bool:
+        """Handle the answer to the history request in flight; False if ``frame`` is not one."""
+        pending = self.history_pending
+        if pending is None or frame.is_notification or frame.tid != pending["tid"]:
+            return False
+        self.history_pending = None
+        self.misses = 0
+        mono = self.clock.monotonic()
+        label = pending["label"]
+        if label == "probe":
+            for prop in frame.properties:
+                if prop.epc == EPC.GET_MAP and prop.edt:
+                    self.history_get_map = echonet.decode_property_map(prop.edt)
+                    use_ec = EPC.EC in self.history_get_map and EPC.ED in self.history_get_map
+                    self.history_use_ec = use_ec
+                    logger.info("B-route history: %s", "the meter has EC/ED (12 half hours per request)"
+                                if use_ec else "the meter has no EC/ED; back-fill reads E5 + E2/E4 "
+                                "(one day per request)")
+                    self.one_minute_setup(self.history_get_map)
+            self.record_properties(Frame(frame.tid, frame.seoj, frame.deoj, frame.esv,
+                                         tuple(p for p in frame.properties if p.epc == EPC.EA)), now)
+            return True
+        if label.startswith("set"):
+            if frame.esv != ESV.SET_RES:
+                if pending["epc"] == EPC.EC:
+                    logger.warning("B-route history: the meter refused ED; using E5 + E2/E4 instead")
+                    self.history_use_ec = False
+                    return True
+                self.history_failed(mono, "the meter refused E5 = %d" % pending["day"])
+                return True
+            epcs = [pending["epc"]]
+            if pending["epc"] == EPC.E2 and self.history_get_map and EPC.E4 in self.history_get_map:
+                epcs.append(EPC.E4)
+            plan = {key: value for key, value in pending.items() if key not in ("tid", "label", "sent_at")}
+            self.history_send(mono, "get " + "+".join("%02X" % e for e in epcs),
+                              echonet.get_request(0, epcs), plan)
+            return True
+        try:
+            values = {prop.epc: echonet.decode_meter_property(prop.epc, prop.edt)
+                      for prop in frame.properties if prop.edt}
+        except FrameError as exc:
+            self.history_failed(mono, "malformed history answer (%s)" % exc)
+            return True
+        if pending["epc"] == EPC.EC:
+            history = values.get(EPC.EC)
+            points = history.points() if history is not None else []
+        else:
+            points = self.history_daily_points(pending, values)
+        if not points:
+            self.history_failed(mono, "the answer to %s held no usable history" % label)
+            return True
+        self.history_failures = 0
+        self.history_store(points)
+        return True
+
+    def history_daily_points(self, pending: Dict[str, Any], values: Dict[int, Any]) -> List[Tuple[Any, ...]]:
+        """E2 (+E4) -> [(time, import raw, export raw)] for the day the meter reports."""
+        daily = values.get(EPC.E2)
+        if daily is None or not is_value(daily.day):
+            logger.info("B-route history: E2 carries no day (the meter did not take E5)")
+            return []
+        if daily.day != pending["day"]:
+            # E5 changed between our Set and Get (another controller?): the data is
+            # that day's; it is used, and the day asked for is read again later.
+            logger.info("B-route history: asked for day %d, the meter reports day %d", pending["day"], daily.day)
+        meter_date = pending["date"] + datetime.timedelta(days=pending["day"])
+        reverse = values.get(EPC.E4)
+        if reverse is not None and reverse.day != daily.day:
+            reverse = None
+        times = daily.slot_times(meter_date)
+        exports = reverse.values if reverse is not None else [echonet.NO_DATA] * len(times)
+        return [(stamp, normal, export) for stamp, normal, export in zip(times, daily.values, exports)]
+
+    def history_store(self, points: List[Tuple[Any, ...]]) -> None:
+        """Record the points that fall in a gap; the span the meter answered for is done
+        (a "no data" half hour inside it is one the meter itself lacks)."""
+        stored = missing = 0
+        for stamp, normal, export in points:
+            if not any(low <= stamp <= high for high, low in self.history.gaps):
+                continue
+            if not is_value(normal):
+                missing += 1
+                continue
+            self.put(stamp, "EA", self.kwh("EA", normal), HISTORY_DATA_ID)
+            if is_value(export):
+                self.put(stamp, "EB", self.kwh("EB", export), HISTORY_DATA_ID)
+            stored += 1
+        if not stored and not missing:
+            # The meter answered for other times than asked: do not ask for ever.
+            self.history_failed(self.clock.monotonic(), "the answer covered none of the missing half hours")
+            return
+        if missing:
+            logger.info("B-route history: the meter has no data for %d half hours", missing)
+        answered = [stamp for stamp, _, _ in points]
+        self.history.take((max(answered), min(answered)))
+        logger.info("B-route history: %d half hours read; %d still missing", stored, self.history.missing)
 
     # -- shutdown ----------------------------------------------------------------
     def cleanup(self) -> None:

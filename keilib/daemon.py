@@ -652,6 +652,7 @@ SUBCOMMANDS: Dict[str, str] = {
     "read": "keilib.read:main",          # one-shot meter read (issue 14)
     "probe": "keilib.probe:main",        # transcript for bug reports (issue 14)
     "status": "keilib.status:main",      # the running daemon's health (issue 14)
+    "query": "keilib.query:main",        # issue 13: CSV from the SQLite store
 }
 
 

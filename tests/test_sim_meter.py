@@ -473,3 +473,38 @@ def test_constructor_rejects_nonsense():
         SmartMeter(coefficient=0)
     with pytest.raises(ValueError):
         SmartMeter(overrides={0xE2: bytes(256)})
+
+
+def test_a_meter_without_ec_ed_refuses_them_and_leaves_them_out_of_its_maps():
+    meter = SmartMeter(history2=False)
+    get_map = el.decode_property_map(get(meter, T2310, 0x9F).properties[0].edt)
+    set_map = el.decode_property_map(get(meter, T2310, 0x9E).properties[0].edt)
+    assert 0xEC not in get_map and 0xED not in get_map and 0xE2 in get_map and 0xE5 in get_map
+    assert set_map == (0x81, 0xE5)
+    assert get(meter, T2310, 0xEC).esv == ESV.GET_SNA
+    edt = el.encode_history_request(T2300, 4)
+    reply = ask(meter, el.set_request(1, [(0xED, edt)]), T2310)
+    assert reply.esv == ESV.SETC_SNA and reply.properties == (Property(0xED, edt),)
+    # E5 + E2 still work
+    assert ask(meter, el.set_request(2, [(0xE5, b"\x01")]), T2310).esv == ESV.SET_RES
+    assert get(meter, T2310, 0xE2).value(0xE2).day == 1
+
+
+def test_history2_is_a_url_option():
+    from keilib.sim.wisun import from_options
+    module = from_options({"history2": "0"})
+    try:
+        assert module.meter.history2 is False
+    finally:
+        module.close()
+
+
+def test_one_minute_energy_d0_only_with_the_option():
+    assert 0xD0 not in SmartMeter().get_epcs
+    assert get(SmartMeter(), T2310, 0xD0).esv == ESV.GET_SNA
+    meter = SmartMeter(one_minute=True, reverse=True)
+    now = T2310 + datetime.timedelta(seconds=42)
+    value = get(meter, now, 0xD0).value(0xD0)
+    assert value.timestamp == T2310
+    assert (value.normal, value.reverse) == (meter.energy_raw(T2310), meter.reverse_energy_raw(T2310))
+    assert get(SmartMeter(one_minute=True), now, 0xD0).value(0xD0).reverse == NO_DATA

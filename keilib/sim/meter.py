@@ -45,6 +45,10 @@ Behaviour on the wire (shared/docs/echonet.md):
 * frames for an EOJ that does not exist here, INF/INFC/responses sent to the
   meter, and malformed frames get no answer (an INFC_Res clears the pending
   INFC it acknowledges);
+* ``one_minute=True``: a Release R meter with D0 (import and export counts at
+  the last whole minute, with that minute; export "no data" without reverse);
+* ``history2=False``: a meter without the optional EC/ED (not in its Get and
+  Set property maps; Get refused, SetC ED -> SetC_SNA);
 * ``overrides`` (EPC -> EDT bytes) pins what the meter object sends for
   those EPCs, in answers and notifications, to replay the worked examples
   byte for byte; the pure accessors ignore overrides.
@@ -117,7 +121,8 @@ class SmartMeter:
                  start_reverse_kwh: float = 500.0, start: Optional[datetime.datetime] = None,
                  two_wire: bool = False, solar_peak_w: int = 3000, infc: bool = False,
                  maker_code: int = 0x000016, serial_number: Optional[str] = None,
-                 overrides: Optional[Dict[int, bytes]] = None, served_maxlen: int = 1000):
+                 overrides: Optional[Dict[int, bytes]] = None, served_maxlen: int = 1000,
+                 history2: bool = True, one_minute: bool = False):
         if unit_code not in el.ENERGY_UNITS:
             raise ValueError("unknown E1 unit code %r" % (unit_code,))
         if not 1 <= digits <= 8:
@@ -157,8 +162,15 @@ class SmartMeter:
         self._pending_infc: Dict[int, Tuple[int, ...]] = {}
         self.served: "collections.deque[Served]" = collections.deque(maxlen=served_maxlen)
         serial = serial_number if serial_number is not None else "KEISIM%06d" % (self.seed % 1_000_000)
+        # history2=False: a meter without the optional EC/ED (back-fill then uses E5 + E2/E4).
+        self.history2 = bool(history2)
+        # one_minute=True: a newer (Release R) meter with D0, the counts at the last whole minute.
+        self.one_minute = bool(one_minute)
         get_epcs = [epc for epc in _GET_EPCS
-                    if (self.reverse or epc not in _REVERSE_EPCS) and (coefficient is not None or epc != 0xD3)]
+                    if (self.reverse or epc not in _REVERSE_EPCS) and (coefficient is not None or epc != 0xD3)
+                    and (self.history2 or epc not in (0xEC, 0xED))]
+        if self.one_minute:
+            get_epcs.append(0xD0)
         get_epcs += [epc for epc in self.overrides if epc not in get_epcs]
         self.get_epcs = tuple(sorted(get_epcs))
         self._static = {
@@ -168,7 +180,7 @@ class SmartMeter:
             0x8A: maker_code.to_bytes(3, "big"),
             0x8D: el.encode_meter_property(0x8D, serial),
             0x9D: el.encode_property_map(_ANNO_EPCS),
-            0x9E: el.encode_property_map(_SET_EPCS),
+            0x9E: el.encode_property_map([epc for epc in _SET_EPCS if self.history2 or epc != 0xED]),
             0x9F: el.encode_property_map(self.get_epcs),
             0xD7: bytes([digits]),
             0xE1: bytes([unit_code]),
@@ -384,6 +396,11 @@ class SmartMeter:
         if epc in (0xEA, 0xEB):
             boundary = _half_hour_floor(now)
             return el.encode_fixed_time(boundary, self._counts(boundary)[0 if epc == 0xEA else 1])
+        if epc == 0xD0:
+            minute = now.replace(second=0, microsecond=0)
+            forward, backward = self._counts(minute)
+            return el.encode_meter_property(0xD0, el.FixedTimeEnergyPair(
+                minute, forward, backward if self.reverse else NO_DATA))
         if epc == 0xEC:
             return self._history2_edt(now)
         if epc == 0xED:
@@ -427,7 +444,7 @@ class SmartMeter:
         if epc == 0xE5 and len(edt) == 1 and edt[0] <= 99:
             self._history_day = edt[0]
             return True
-        if epc == 0xED:
+        if epc == 0xED and self.history2:
             try:
                 request = el.decode_history_request(edt)
             except FrameError:

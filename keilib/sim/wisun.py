@@ -1443,6 +1443,8 @@ WISUN_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str, str]] = {
     "unplug_after": (_seconds, "unplug_after", "S after the first EVENT 25: the device disappears"),
     "unplug_for": (_positive, "unplug_for", "S until it comes back, default 5"),
     "reverse": (_switch, "", "0|1: the meter measures reverse flow (EB)"),
+    "history2": (_switch, "", "0|1: the meter has EC/ED (default 1; 0: history only by E5 + E2/E4)"),
+    "one_minute": (_switch, "", "0|1: the meter has D0, one-minute energy (default 0)"),
 }
 
 URL_GRAMMAR = "sim://wisun?" + "&".join("%s=<%s>" % (name, spec[2]) for name, spec in
@@ -1470,7 +1472,9 @@ def from_options(options: Mapping[str, str]) -> WisunModule:
     if "scale" in values:
         kwargs["clock"] = ScaledClock(values["scale"])
     from keilib.sim.meter import SmartMeter
-    kwargs["meter"] = SmartMeter(seed=values.get("seed", 1), reverse=values.get("reverse", False))
+    kwargs["meter"] = SmartMeter(seed=values.get("seed", 1), reverse=values.get("reverse", False),
+                                 history2=values.get("history2", True),
+                                 one_minute=values.get("one_minute", False))
     return WisunModule(**kwargs)
 
 
