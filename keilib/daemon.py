@@ -78,7 +78,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 600.0
 STOP_BUDGET = 10.0
-LIVENESS_CHECK = 5.0   # legacy workers that override run() do not signal their end
+LIVENESS_CHECK = 15.0  # a legacy run() override that returns quietly does not signal its end
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 

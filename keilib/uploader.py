@@ -180,10 +180,6 @@ class HttpPostUploader(SpooledOutput):
     def describe_target(self) -> str:
         return self.url_for_logs
 
-    def setup(self) -> None:
-        import requests    # only a config that uploads pays for importing it
-        self._session = requests.Session()
-        super().setup()
 
     def cleanup(self) -> None:
         try:
@@ -202,6 +198,11 @@ class HttpPostUploader(SpooledOutput):
         return describe(exc)
 
     def deliver(self, key: str, text: str, batch_id: str) -> Outcome:
+        if self._session is None:
+            # Imported at the first upload, not at start: requests and what it
+            # pulls in cost about 9 MB of memory a box may not need for hours.
+            import requests
+            self._session = requests.Session()
         fields = {"type": "text", "key": self._key, "fname": key, "data": text, "id": batch_id}
         response = self._session.post(self.target_url, data=fields, timeout=self.timeout,
                                       allow_redirects=False, verify=True)
