@@ -974,7 +974,10 @@ class BrouteReader(Worker):
         read): do_poll must come back soon rather than sleep until a poll."""
         if not (self.history_enabled or self.one_minute) or self.unit_code is None:
             return False
-        return (self.history_pending is not None or self.history_probe_at is not None
+        probe_wanted = self.history_probe_at is not None and (
+            (self.history_enabled and self.history.held is not None)
+            or (self.one_minute and self.one_minute_group is None))
+        return (self.history_pending is not None or probe_wanted
                 or (self.history_enabled and self.history.target() is not None))
 
     def history_step(self, now: float) -> None:

@@ -50,7 +50,6 @@ import enum
 import importlib.util
 import inspect
 import logging
-import logging.handlers
 import os
 import queue
 import select
@@ -58,10 +57,9 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from keilib import __version__, sdnotify, status
+from keilib import __version__
 from keilib.errors import ConfigError
 from keilib.fanout import DEFAULT_BUFFER, HOLD, FanOutQueue, Inbox
 from keilib.health import Health, Registry
@@ -154,6 +152,7 @@ def load_config(path: str) -> Any:
         raise ConfigError("%s:%s: syntax error: %s\n    %s" % (
             exc.filename, exc.lineno, exc.msg, (exc.text or "").rstrip())) from exc
     except Exception as exc:  # noqa: BLE001 - anything the config raises is a config error
+        import traceback     # only for a config that fails
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
                   if os.path.abspath(f.filename) == os.path.abspath(path)]
         where = "%s:%d" % (path, frames[-1].lineno) if frames else path
@@ -386,7 +385,8 @@ def setup_logging(workdir: str, debug: bool, stream: bool = False,
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
         root.setLevel(logging.DEBUG if debug else logging.INFO)
     else:
-        handler = logging.handlers.TimedRotatingFileHandler(
+        from logging.handlers import TimedRotatingFileHandler   # not for --check, the demo or DEBUG
+        handler = TimedRotatingFileHandler(
             os.path.join(workdir, "kei.log"), when="midnight", backupCount=3, encoding="utf-8")
         root.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -542,6 +542,7 @@ class Daemon:
             sup.start(now)
         logger.info("kei %s started with %d worker(s): %s", __version__, len(self.supervised),
                     ", ".join(sup.spec.cls.__name__ for sup in self.supervised))
+        from keilib import sdnotify, status      # only a running daemon needs them
         self.status_file = status.StatusFile(os.path.join(os.getcwd(), status.STATUS_FILE))  # kei status hook
         self.systemd = sdnotify.Watchdog.from_environ()     # systemd hook (keilib/sdnotify.py)
         self.systemd.ready(self.supervised)                  # systemd hook

@@ -37,8 +37,10 @@ from keilib.sdnotify import wedged_workers
 logger = logging.getLogger(__name__)
 
 STATUS_FILE = "kei-status.json"
-INTERVAL = 10.0          # seconds between rewrites
-STALE_FILE = 60.0        # older than this: the daemon's main loop is not running
+# A rewrite a minute (and at every state change): an SD card is not worn
+# by a status file, and the main loop wakes for little else.
+INTERVAL = 60.0          # seconds between rewrites
+STALE_FILE = 180.0       # older than this: the daemon's main loop is not running
 STALE_READING = 900.0    # a reader whose last reading is older is degraded
 
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_NOT_RUNNING = 0, 1, 2

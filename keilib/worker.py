@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from typing import Any, Optional
@@ -65,7 +64,7 @@ STOP_WAKE = _StopWake()
 
 
 def backoff_delay(failures: int, first: float, cap: float,
-                  rng: Optional[random.Random] = None) -> float:
+                  rng: Optional["random.Random"] = None) -> float:
     """Seconds to wait after ``failures`` (>= 1) failures in a row.
 
     Doubles from ``first`` up to ``cap``; with ``rng``, a random factor in
@@ -87,13 +86,16 @@ class Backoff:
     """
 
     def __init__(self, first: float, cap: float, jitter: bool = False,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional["random.Random"] = None) -> None:
         if not 0 < first <= cap:
             raise ValueError("backoff needs 0 < first <= cap, got %r, %r" % (first, cap))
         self.first = float(first)
         self.cap = float(cap)
         self.jitter = jitter
-        self.rng = rng or random.Random()
+        if rng is None and jitter:
+            import random        # only where jitter is used (outputs), not in every reader
+            rng = random.Random()
+        self.rng = rng
         self.failures = 0          # next() calls since the last reset()
 
     def next(self) -> float:
