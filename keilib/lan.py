@@ -27,7 +27,8 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
   logged once ("stopped answering"), retried with ``keilib.worker.Backoff``
   (``cycle`` doubling to 10 x ``cycle``), and logged again when it answers.
   Health: state ``<unit>`` = ``ok`` / ``silent``, counters ``requests``,
-  ``answers``, ``timeouts``, ``bad_frames``, ``records``, ``notifications``.
+  ``answers``, ``timeouts``, ``bad_frames``, ``records``, ``notifications``,
+  ``inf_copies`` (an INF heard again on a second link, not recorded twice).
 * **The port.**  Binds ``address`` (default all addresses) port 3610 with
   SO_REUSEADDR and SO_REUSEPORT, so other ECHONET Lite software on the same
   box can bind it too; if the port is taken by a program that does not
@@ -86,6 +87,7 @@ class Device:
         self.due = 0.0                 # monotonic time of the next Get
         self.pending: Optional[Tuple[int, float]] = None    # (tid, sent at)
         self.silent = False
+        self.last_inf: Optional[Tuple[int, float]] = None    # (tid, heard at) of the last INF
 
     def __repr__(self) -> str:
         return "%s (%06X at %s)" % (self.unit, self.eoj, self.address)
@@ -438,6 +440,8 @@ class EchonetLanReader(Worker):
             device = self.find(sender, frame.seoj)
             if frame.esv == el.ESV.INFC:
                 self.send(el.infc_response(frame), sender)
+            if device is not None and self.heard_twice(device, frame.tid):
+                return
             if device is not None:
                 # only what the configuration reads for this class
                 wanted = self.epcs.get(el.eoj_class(device.eoj), ())
@@ -467,6 +471,17 @@ class EchonetLanReader(Worker):
             logger.info("ECHONET Lite: %r does not have EPC %s; no longer asked",
                         device, " ".join("%02X" % epc for epc in refused))
         self.record(device, frame)
+
+    def heard_twice(self, device: Device, tid: int) -> bool:
+        """Whether this INF is a copy of the last one: a box with two links to
+        one LAN (eth0 and wlan0, both joined to ff02::1) hears each multicast twice."""
+        now = self.clock.monotonic()
+        last = device.last_inf
+        if last is not None and last[0] == tid and now - last[1] < self.response_timeout:
+            self.health.count("inf_copies")
+            return True
+        device.last_inf = (tid, now)
+        return False
 
     def find(self, address: str, eoj: int) -> Optional[Device]:
         for device in self.devices.values():

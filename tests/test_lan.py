@@ -304,3 +304,43 @@ def test_two_devices_with_one_unit_id_are_not_taken_for_a_move(fake_clock, runni
                              units={"%s/027901" % second: "roof2"}))
     records = []
     wait_for(lambda: {r.unit for r in drain(q2, records)} == {"027901", "roof2"}, timeout=10)
+
+
+@pytest.mark.parametrize("args, name", [
+    ({"devices": ["fe80::1"], "address": "::"}, "devices"),                 # link-local needs its interface
+    ({"devices": ["fe80::1%eth 0"], "address": "::"}, "devices"),
+    ({"devices": ["fd00::20"]}, "devices"),                                # IPv6 device, no IPv6 'address'
+    ({"devices": ["192.168.1.20"], "address": "::"}, "devices"),           # and the other way round
+    ({"address": ["0.0.0.0", "127.0.0.1"]}, "address"),                    # one per family
+    ({"address": []}, "address"),
+    ({"address": "::", "interface6": ""}, "interface6"),
+    ({"address": "::", "interface6": ["eth0", "a/b"]}, "interface6"),
+    ({"address": "::", "interface6": 6}, "interface6"),
+    ({"units": {"fe80::1/026B01": "x"}}, "units"),
+])
+def test_ipv6_arguments_are_validated(args, name):
+    with pytest.raises(ConfigError, match="argument '%s'" % name):
+        EchonetLanReader(**args)
+
+
+def test_ipv6_addresses_are_kept_in_one_canonical_form():
+    reader = EchonetLanReader(devices=["192.168.1.20", "FD00::0020", "fe80::1%eth0"], address=["0.0.0.0", "::"],
+                              units={"fd00::20/027D01": "battery"})
+    assert reader.nodes == ["192.168.1.20", "fd00::20", "fe80::1%eth0"]
+    assert reader.listen == {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"} and reader.interface6 is None
+    assert reader.unit_for("fd00::20", 0x027D01) == "battery"
+    # a link-local listening address names the interface multicast uses
+    assert EchonetLanReader(address="fe80::2%eth1").interface6 == ["eth1"]
+    assert EchonetLanReader(address="::", interface6="eth0").interface6 == ["eth0"]
+
+
+def test_socket_addresses_round_trip_through_the_kernels_form():
+    from keilib import inet
+    lo = socket.if_nameindex()[0]                   # a real interface: (index, name)
+    assert inet.sockaddr("fe80::1%%%s" % lo[1], 3610) == ("fe80::1", 3610, 0, lo[0])
+    assert inet.from_sockaddr(("fe80::1", 3610, 0, lo[0])) == "fe80::1%%%s" % lo[1]
+    assert inet.from_sockaddr(("fe80::1%%%s" % lo[1], 3610, 0, lo[0])) == "fe80::1%%%s" % lo[1]
+    assert inet.from_sockaddr(("::1", 3610, 0, 0)) == "::1"
+    assert inet.sockaddr("127.0.0.5", 3610) == ("127.0.0.5", 3610)
+    with pytest.raises(OSError):
+        inet.sockaddr("fe80::1%nosuchif0", 3610)
