@@ -11,6 +11,13 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
   found at a new address (a DHCP change) keeps its unit id and is read
   there; a second object with the unit id of one that still answers is
   logged once and not read (give it its own name in ``units``).
+* **IPv6.**  ``devices`` may be IPv6 addresses; a link-local one names its
+  interface ("fe80::1%eth0").  ``address`` is one IPv4 and/or one IPv6
+  address to listen on (["0.0.0.0", "::"]); each family in it is spoken.
+  Discovery over IPv6 asks ff02::1, which exists once per link: on each
+  interface of ``interface6`` (default: the zone of a link-local
+  ``address``, else every interface).  An INF heard on two links to one LAN
+  is recorded once.
 * **Reading.**  Every ``cycle`` seconds each device gets one Get carrying all
   its EPCs (``epcs``, default: every property ``echonet.DEVICE_PROPERTIES``
   knows for its class; EPCs a device refuses in a Get_SNA are dropped).  An
@@ -40,6 +47,7 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
     {'class': EchonetLanReader,
      'args': {'record_que': record_que,
               'devices': ['192.168.1.20', '192.168.1.21'],   # and/or 'discover': True
+              'address': ['0.0.0.0', '::'],                  # IPv4 and IPv6 (default IPv4 only)
               'cycle': 60,
               'units': {'026B01': 'ecocute', '027D01': 'battery', '027901': 'solar'}}}
 """

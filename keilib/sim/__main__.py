@@ -18,7 +18,7 @@ control reader.  After ``unplug``/``replug`` the pty has a new path: use
 
 ``lan`` is not a serial device: it serves one ECHONET Lite node on UDP
 (address, 3610) (``keilib.sim.lan``); its first stdout line is
-``<address>:3610``.
+``<address>:3610`` (IPv6: ``[<address>]:3610``).
 
 Each serial device is a subcommand built from a row of SUBCOMMANDS: its module's
 ``from_options()`` receives the options as strings, exactly as from a
@@ -98,7 +98,7 @@ def serve_lan(args: argparse.Namespace) -> int:
         print("error: %s:%d: %s" % (args.address, PORT, exc), file=sys.stderr, flush=True)
         return 1
     try:
-        print("%s:%d" % (args.address, PORT), flush=True)
+        print(("[%s]:%d" if ":" in args.address else "%s:%d") % (args.address, PORT), flush=True)
         signal.sigwait(STOP_SIGNALS)
     finally:
         node.stop()

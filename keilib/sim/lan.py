@@ -33,8 +33,8 @@ SetC -> Set_Res / SetC_SNA; SetI answers only on failure; INF_REQ -> INF to
 the asker; at start (unless ``announce=False``) the node profile announces
 its instances (INF D5), and each change of an announced property (80, and
 the heating state B2 or the battery's working status CF) is sent as an INF:
-to the multicast group 224.0.23.0 (when ``multicast``) and to each address
-of ``inf_to``.  Replies
+to the multicast group 224.0.23.0 (when ``multicast``; ff02::1 on the
+node's interface for an IPv6 node) and to each address of ``inf_to``.  Replies
 go to the sender's address and port.  Malformed frames are ignored.
 """
 
