@@ -39,7 +39,9 @@ def parse(name: str, value: Any) -> IPAddress:
                           % (name, example, value)) from None
     if ip.version == 6:
         zone = ip.scope_id
-        if zone is not None and not INTERFACE_NAME.match(zone):
+        # By name only: the kernel reports a sender's interface by index, and
+        # from_sockaddr turns that into the name, so the two compare equal.
+        if zone is not None and (not INTERFACE_NAME.match(zone) or zone.isdigit()):
             raise ConfigError("argument '%s': %r: '%s' is not an interface name such as 'eth0'"
                               % (name, value, zone))
         if zone is None and _needs_zone(ip):
@@ -49,9 +51,7 @@ def parse(name: str, value: Any) -> IPAddress:
 
 
 def interface_index(zone: str) -> int:
-    """The index of an interface named ``zone`` (or given as a number); OSError if none."""
-    if zone.isdigit():
-        return int(zone)
+    """The index of the interface named ``zone``; OSError if there is none."""
     return socket.if_nametoindex(zone)
 
 

@@ -95,7 +95,7 @@ class Device:
         self.due = 0.0                 # monotonic time of the next Get
         self.pending: Optional[Tuple[int, float]] = None    # (tid, sent at)
         self.silent = False
-        self.last_inf: Optional[Tuple[int, float]] = None    # (tid, heard at) of the last INF
+        self.last_inf: Optional[Tuple[bytes, float]] = None    # (frame, heard at) of the last INF
 
     def __repr__(self) -> str:
         return "%s (%06X at %s)" % (self.unit, self.eoj, self.address)
@@ -448,7 +448,7 @@ class EchonetLanReader(Worker):
             device = self.find(sender, frame.seoj)
             if frame.esv == el.ESV.INFC:
                 self.send(el.infc_response(frame), sender)
-            if device is not None and self.heard_twice(device, frame.tid):
+            if device is not None and self.heard_twice(device, data):
                 return
             if device is not None:
                 # only what the configuration reads for this class
@@ -480,15 +480,17 @@ class EchonetLanReader(Worker):
                         device, " ".join("%02X" % epc for epc in refused))
         self.record(device, frame)
 
-    def heard_twice(self, device: Device, tid: int) -> bool:
+    def heard_twice(self, device: Device, data: bytes) -> bool:
         """Whether this INF is a copy of the last one: a box with two links to
-        one LAN (eth0 and wlan0, both joined to ff02::1) hears each multicast twice."""
+        one LAN (eth0 and wlan0, both joined to ff02::1) hears each multicast
+        twice.  Whole frames are compared, TID included: some devices send
+        every INF with one TID, and a new value is never a copy."""
         now = self.clock.monotonic()
         last = device.last_inf
-        if last is not None and last[0] == tid and now - last[1] < self.response_timeout:
+        if last is not None and last[0] == data and now - last[1] < self.response_timeout:
             self.health.count("inf_copies")
             return True
-        device.last_inf = (tid, now)
+        device.last_inf = (data, now)
         return False
 
     def find(self, address: str, eoj: int) -> Optional[Device]:
