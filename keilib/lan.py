@@ -219,9 +219,9 @@ class EchonetLanReader(Worker):
             self.listen[inet.family(text)] = text
         for node in self.nodes:
             if inet.family(node) not in self.listen:
+                version, any_address = ("6", "::") if inet.family(node) == socket.AF_INET6 else ("4", "0.0.0.0")
                 raise ConfigError("argument 'devices': %s is IPv%s but 'address' has no IPv%s address to "
-                                  "listen on; add %r to 'address'" % ((node,) + (("6", "6", "::")
-                                  if inet.family(node) == socket.AF_INET6 else ("4", "4", "0.0.0.0"))))
+                                  "listen on; add %r to 'address'" % (node, version, version, any_address))
         self.address = self.listen.get(socket.AF_INET)        # None: no IPv4
         if interface is None:
             interface = self.address or "0.0.0.0"
@@ -231,6 +231,9 @@ class EchonetLanReader(Worker):
         address6 = self.listen.get(socket.AF_INET6)
         if interface6 is None and address6 and "%" in address6:
             interface6 = address6.split("%")[1]
+        if interface6 is not None and address6 is None:
+            raise ConfigError("argument 'interface6' is for IPv6 multicast, but 'address' has no IPv6 address "
+                              "such as '::'")
         if isinstance(interface6, str):
             interface6 = [interface6]
         if interface6 is not None and (not isinstance(interface6, Sequence) or not interface6):

@@ -317,6 +317,7 @@ def test_two_devices_with_one_unit_id_are_not_taken_for_a_move(fake_clock, runni
     ({"address": "::", "interface6": ""}, "interface6"),
     ({"address": "::", "interface6": ["eth0", "a/b"]}, "interface6"),
     ({"address": "::", "interface6": 6}, "interface6"),
+    ({"interface6": "eth0"}, "interface6"),                                # IPv4 only: nothing to join
     ({"units": {"fe80::1/026B01": "x"}}, "units"),
 ])
 def test_ipv6_arguments_are_validated(args, name):
