@@ -11,6 +11,13 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
   found at a new address (a DHCP change) keeps its unit id and is read
   there; a second object with the unit id of one that still answers is
   logged once and not read (give it its own name in ``units``).
+* **IPv6.**  ``devices`` may be IPv6 addresses; a link-local one names its
+  interface ("fe80::1%eth0").  ``address`` is one IPv4 and/or one IPv6
+  address to listen on (["0.0.0.0", "::"]); each family in it is spoken.
+  Discovery over IPv6 asks ff02::1, which exists once per link: on each
+  interface of ``interface6`` (default: the zone of a link-local
+  ``address``, else every interface).  An INF heard on two links to one LAN
+  is recorded once.
 * **Reading.**  Every ``cycle`` seconds each device gets one Get carrying all
   its EPCs (``epcs``, default: every property ``echonet.DEVICE_PROPERTIES``
   knows for its class; EPCs a device refuses in a Get_SNA are dropped).  An
@@ -27,7 +34,8 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
   logged once ("stopped answering"), retried with ``keilib.worker.Backoff``
   (``cycle`` doubling to 10 x ``cycle``), and logged again when it answers.
   Health: state ``<unit>`` = ``ok`` / ``silent``, counters ``requests``,
-  ``answers``, ``timeouts``, ``bad_frames``, ``records``, ``notifications``.
+  ``answers``, ``timeouts``, ``bad_frames``, ``records``, ``notifications``,
+  ``inf_copies`` (an INF heard again on a second link, not recorded twice).
 * **The port.**  Binds ``address`` (default all addresses) port 3610 with
   SO_REUSEADDR and SO_REUSEPORT, so other ECHONET Lite software on the same
   box can bind it too; if the port is taken by a program that does not
@@ -39,6 +47,7 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
     {'class': EchonetLanReader,
      'args': {'record_que': record_que,
               'devices': ['192.168.1.20', '192.168.1.21'],   # and/or 'discover': True
+              'address': ['0.0.0.0', '::'],                  # IPv4 and IPv6 (default IPv4 only)
               'cycle': 60,
               'units': {'026B01': 'ecocute', '027D01': 'battery', '027901': 'solar'}}}
 """
@@ -54,9 +63,10 @@ import re
 import select
 import socket
 import struct
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from keilib import echonet as el
+from keilib import inet, validate
 from keilib.clock import Clock
 from keilib.errors import ConfigError, DeviceError, FrameError
 from keilib.record import Record
@@ -66,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 PORT = 3610
 MULTICAST_GROUP = "224.0.23.0"
+MULTICAST_GROUP6 = "ff02::1"   # all nodes on the link: ECHONET Lite's IPv6 group
 MAX_EPCS_PER_GET = 32          # keeps a Get and its answer well inside one datagram
 # seconds between a device falling silent and the next discovery
 DISCOVERY_AFTER_SILENCE = 5.0
@@ -84,6 +95,7 @@ class Device:
         self.due = 0.0                 # monotonic time of the next Get
         self.pending: Optional[Tuple[int, float]] = None    # (tid, sent at)
         self.silent = False
+        self.last_inf: Optional[Tuple[bytes, float]] = None    # (frame, heard at) of the last INF
 
     def __repr__(self) -> str:
         return "%s (%06X at %s)" % (self.unit, self.eoj, self.address)
@@ -118,10 +130,10 @@ def _parse_units(units: Any) -> Dict[str, str]:
             if len(eoj) != 6:
                 raise ValueError
             if where:
-                where = str(ipaddress.IPv4Address(where))
-        except ValueError:
-            raise ConfigError("argument 'units': key %r must be an object such as '026B01' or "
-                              "'192.168.1.20/026B01'" % (key,)) from None
+                where = str(inet.parse("units", where))
+        except (ValueError, ConfigError):
+            raise ConfigError("argument 'units': key %r must be an object such as '026B01', "
+                              "'192.168.1.20/026B01' or 'fe80::20%%eth0/026B01'" % (key,)) from None
         if not isinstance(unit, str) or not _UNIT_RE.match(unit):
             raise ConfigError("argument 'units': unit id %r for %s must be letters, digits, '_', '-' or '.'"
                               % (unit, key))
@@ -175,7 +187,8 @@ class EchonetLanReader(Worker):
     PRODUCES = ("record_que",)
 
     def __init__(self, record_que: "Optional[queue.Queue[Any]]" = None, devices: Sequence[str] = (),
-                 discover: Optional[bool] = None, address: str = "0.0.0.0", interface: Optional[str] = None,
+                 discover: Optional[bool] = None, address: Union[str, Sequence[str]] = "0.0.0.0",
+                 interface: Optional[str] = None, interface6: Union[str, Sequence[str], None] = None,
                  cycle: float = 60.0, units: Optional[Mapping[str, str]] = None,
                  epcs: Optional[Mapping[str, Sequence[str]]] = None, response_timeout: float = 5.0,
                  rediscover: float = 600.0, port: int = PORT, clock: Optional[Clock] = None) -> None:
@@ -185,17 +198,50 @@ class EchonetLanReader(Worker):
         if isinstance(devices, str) or not isinstance(devices, Sequence):
             raise ConfigError("argument 'devices' must be a list of addresses such as ['192.168.1.20'], got %r"
                               % (devices,))
-        self.nodes = [_check_address("devices", item) for item in devices]
+        self.nodes = [str(inet.parse("devices", item)) for item in devices]
         if discover is None:
             discover = not self.nodes
         if not isinstance(discover, bool):
             raise ConfigError("argument 'discover' must be True or False, got %r" % (discover,))
         if not discover and not self.nodes:
             raise ConfigError("argument 'devices' is empty and 'discover' is False: nothing to read")
-        self.address = _check_address("address", address)
+        # Where to listen: one address per family; a family without one is not spoken.
+        listen = [address] if isinstance(address, str) else address
+        if not isinstance(listen, Sequence) or not listen:
+            raise ConfigError("argument 'address' must be an address such as '0.0.0.0' or '::', or a list "
+                              "of one IPv4 and one IPv6 address, got %r" % (address,))
+        self.listen: Dict[int, str] = {}
+        for item in listen:
+            text = str(inet.parse("address", item))
+            if inet.family(text) in self.listen:
+                raise ConfigError("argument 'address' takes at most one IPv4 and one IPv6 address, got %r"
+                                  % (address,))
+            self.listen[inet.family(text)] = text
+        for node in self.nodes:
+            if inet.family(node) not in self.listen:
+                version, any_address = ("6", "::") if inet.family(node) == socket.AF_INET6 else ("4", "0.0.0.0")
+                raise ConfigError("argument 'devices': %s is IPv%s but 'address' has no IPv%s address to "
+                                  "listen on; add %r to 'address'" % (node, version, version, any_address))
+        self.address = self.listen.get(socket.AF_INET)        # None: no IPv4
         if interface is None:
-            interface = self.address
+            interface = self.address or "0.0.0.0"
         self.interface = _check_address("interface", interface)
+        # IPv6 multicast is per link: the interfaces to ask and listen on
+        # (None: every interface; by default the zone of a link-local address).
+        address6 = self.listen.get(socket.AF_INET6)
+        if interface6 is None and address6 and "%" in address6:
+            interface6 = address6.split("%")[1]
+        if interface6 is not None and address6 is None:
+            raise ConfigError("argument 'interface6' is for IPv6 multicast, but 'address' has no IPv6 address "
+                              "such as '::'")
+        if isinstance(interface6, str):
+            interface6 = [interface6]
+        if interface6 is not None and (not isinstance(interface6, Sequence) or not interface6):
+            raise ConfigError("argument 'interface6' must be an interface name such as 'eth0' or a list of "
+                              "them, got %r" % (interface6,))
+        self.interface6: Optional[List[str]] = None if interface6 is None else [
+            validate.text("interface6", name, inet.INTERFACE_NAME, "an interface name such as 'eth0'")
+            for name in interface6]
         self.cycle = _check_seconds("cycle", cycle, 0, 86400)
         self.response_timeout = _check_seconds("response_timeout", response_timeout, 0, 60)
         self.rediscover = _check_seconds("rediscover", rediscover, 0, 86400)
@@ -208,6 +254,8 @@ class EchonetLanReader(Worker):
         self.record_que = record_que
         self.devices: Dict[str, Device] = {}          # unit id -> Device
         self.sockets: List[socket.socket] = []
+        self.senders: Dict[int, socket.socket] = {}    # family -> the socket that sends
+        self.links6: List[str] = []                   # interfaces asked over IPv6 multicast
         self.tid = 0
         self.node_due = 0.0                           # next instance-list question
         self.node_backoff = Backoff(self.cycle, max(self.cycle, self.rediscover))
@@ -216,24 +264,39 @@ class EchonetLanReader(Worker):
 
     # -- sockets -----------------------------------------------------------
     def _bind(self, address: str) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(inet.family(address), socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):      # not on every OS; Linux has it
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if inet.family(address) == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)    # IPv4 has its own socket
         try:
-            sock.bind((address, self.port))
+            sock.bind(inet.sockaddr(address, self.port))
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise DeviceError("ECHONET Lite: UDP port %d on %s is taken by another program that does not "
                                   "share it (SO_REUSEADDR); stop that program or give kei another 'address'"
                                   % (self.port, address)) from exc
-            raise DeviceError("ECHONET Lite: cannot bind UDP %s:%d: %s" % (address, self.port, exc)) from exc
+            raise DeviceError("ECHONET Lite: cannot bind UDP %s port %d: %s" % (address, self.port, exc)) from exc
         return sock
 
     def setup(self) -> None:
-        unicast = self._bind(self.address)
-        self.sockets = [unicast]
+        try:
+            if socket.AF_INET in self.listen:
+                self._setup4(self.listen[socket.AF_INET])
+            if socket.AF_INET6 in self.listen:
+                self._setup6(self.listen[socket.AF_INET6])
+        except BaseException:
+            self.cleanup()
+            raise
+        logger.info("ECHONET Lite: listening on %s port %d%s", " and ".join(self.listen.values()), self.port,
+                    " (multicast discovery on)" if self.discover else "")
+
+    def _setup4(self, address: str) -> None:
+        unicast = self._bind(address)
+        self.sockets.append(unicast)
+        self.senders[socket.AF_INET] = unicast
         if self.discover:
             membership = struct.pack("=4s4s", socket.inet_aton(MULTICAST_GROUP), socket.inet_aton(self.interface))
             if self.interface != "0.0.0.0":
@@ -241,7 +304,7 @@ class EchonetLanReader(Worker):
             unicast.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
             # A socket bound to all addresses hears the group itself; one bound
             # to a single address does not, so the group gets its own socket.
-            group = unicast if self.address == "0.0.0.0" else self._bind(MULTICAST_GROUP)
+            group = unicast if address == "0.0.0.0" else self._bind(MULTICAST_GROUP)
             try:
                 group.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
             except OSError as exc:
@@ -249,17 +312,60 @@ class EchonetLanReader(Worker):
                                "will not be heard", MULTICAST_GROUP, self.interface, exc)
             if group is not unicast:
                 self.sockets.append(group)
-        logger.info("ECHONET Lite: listening on %s:%d%s", self.address, self.port,
-                    " (multicast discovery on)" if self.discover else "")
+
+    def _setup6(self, address: str) -> None:
+        unicast = self._bind(address)
+        self.sockets.append(unicast)
+        self.senders[socket.AF_INET6] = unicast
+        if not self.discover:
+            return
+        unicast.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        if self.interface6 is not None:
+            links = self.interface6
+            for name in links:
+                try:
+                    socket.if_nametoindex(name)
+                except OSError:
+                    raise DeviceError("ECHONET Lite: no network interface %r (argument 'interface6')"
+                                      % name) from None
+        else:
+            links = [name for _, name in socket.if_nameindex()]
+        # ff02::1 is one group per link: joined, and later asked, on each.
+        for name in links:
+            group = unicast if address == "::" else self._bind("%s%%%s" % (MULTICAST_GROUP6, name))
+            try:
+                index = socket.if_nametoindex(name)
+                group.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                                 socket.inet_pton(socket.AF_INET6, MULTICAST_GROUP6) + struct.pack("@I", index))
+            except OSError as exc:
+                (logger.warning if self.interface6 else logger.debug)(
+                    "ECHONET Lite: cannot join %s on %s (%s); not asked there", MULTICAST_GROUP6, name, exc)
+                if group is not unicast:
+                    group.close()
+                continue
+            self.links6.append(name)
+            if group is not unicast:
+                self.sockets.append(group)
+
+    def groups(self) -> List[str]:
+        """Where a multicast question goes: 224.0.23.0, and ff02::1 on each IPv6 link."""
+        return ([MULTICAST_GROUP] if socket.AF_INET in self.senders else []) + [
+            "%s%%%s" % (MULTICAST_GROUP6, name) for name in self.links6]
 
     def cleanup(self) -> None:
         for sock in self.sockets:
             sock.close()
         self.sockets = []
+        self.senders = {}
+        self.links6 = []
 
     def send(self, frame: el.Frame, address: str) -> None:
+        sock = self.senders.get(inet.family(address))
+        if sock is None:
+            logger.debug("ECHONET Lite: no socket to send to %s", address)
+            return
         try:
-            self.sockets[0].sendto(frame.encode(), (address, self.port))
+            sock.sendto(frame.encode(), inet.sockaddr(address, self.port))
         except OSError as exc:
             logger.debug("ECHONET Lite: sending to %s failed: %s", address, exc)
 
@@ -276,7 +382,8 @@ class EchonetLanReader(Worker):
                     self.ask_instances(node)
             self.node_due = now + self.node_backoff.next()
         if self.discover and now >= self.discovery_due:
-            self.ask_instances(MULTICAST_GROUP)
+            for group in self.groups():
+                self.ask_instances(group)
             self.discovery_due = now + self.rediscover
         for device in list(self.devices.values()):
             self.poll(device, now)
@@ -299,7 +406,7 @@ class EchonetLanReader(Worker):
                 data, sender = sock.recvfrom(2048)
             except OSError:
                 continue
-            self.handle(data, sender[0])
+            self.handle(data, inet.from_sockaddr(sender))
 
     def ask_instances(self, address: str) -> None:
         frame = el.get_request(self.next_tid(), [0xD6], deoj=el.NODE_PROFILE)
@@ -344,6 +451,8 @@ class EchonetLanReader(Worker):
             device = self.find(sender, frame.seoj)
             if frame.esv == el.ESV.INFC:
                 self.send(el.infc_response(frame), sender)
+            if device is not None and self.heard_twice(device, data):
+                return
             if device is not None:
                 # only what the configuration reads for this class
                 wanted = self.epcs.get(el.eoj_class(device.eoj), ())
@@ -373,6 +482,19 @@ class EchonetLanReader(Worker):
             logger.info("ECHONET Lite: %r does not have EPC %s; no longer asked",
                         device, " ".join("%02X" % epc for epc in refused))
         self.record(device, frame)
+
+    def heard_twice(self, device: Device, data: bytes) -> bool:
+        """Whether this INF is a copy of the last one: a box with two links to
+        one LAN (eth0 and wlan0, both joined to ff02::1) hears each multicast
+        twice.  Whole frames are compared, TID included: some devices send
+        every INF with one TID, and a new value is never a copy."""
+        now = self.clock.monotonic()
+        last = device.last_inf
+        if last is not None and last[0] == data and now - last[1] < self.response_timeout:
+            self.health.count("inf_copies")
+            return True
+        device.last_inf = (data, now)
+        return False
 
     def find(self, address: str, eoj: int) -> Optional[Device]:
         for device in self.devices.values():

@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 # Needed: the suite fails without them.  (python3-serial and python3-requests:
 # the README's Quick start, which a test runs, takes them for the system's Python;
 # tzdata: the graph page tests choose time zones; openssl: the alert mail
-# tests make a self-signed certificate for their STARTTLS server.)
-required=(php-cli python3-venv python3-serial python3-requests tzdata systemd
+# tests make a self-signed certificate for their STARTTLS server; iproute2: the
+# IPv6 ECHONET Lite test makes a veth link in its network namespace.)
+required=(php-cli python3-venv python3-serial python3-requests tzdata systemd iproute2
           mosquitto victoria-metrics influxdb prometheus postgresql openssl)
 # Wanted: tests that need them skip, saying so, when the system has none.
 optional=(chromium chromium-driver fonts-dejavu-core)

@@ -304,3 +304,72 @@ def test_two_devices_with_one_unit_id_are_not_taken_for_a_move(fake_clock, runni
                              units={"%s/027901" % second: "roof2"}))
     records = []
     wait_for(lambda: {r.unit for r in drain(q2, records)} == {"027901", "roof2"}, timeout=10)
+
+
+@pytest.mark.parametrize("args, name", [
+    ({"devices": ["fe80::1"], "address": "::"}, "devices"),                 # link-local needs its interface
+    ({"devices": ["fe80::1%eth 0"], "address": "::"}, "devices"),
+    ({"devices": ["fe80::1%2"], "address": "::"}, "devices"),              # by name, not index
+    ({"devices": ["fd00::20"]}, "devices"),                                # IPv6 device, no IPv6 'address'
+    ({"devices": ["192.168.1.20"], "address": "::"}, "devices"),           # and the other way round
+    ({"address": ["0.0.0.0", "127.0.0.1"]}, "address"),                    # one per family
+    ({"address": []}, "address"),
+    ({"address": "::", "interface6": ""}, "interface6"),
+    ({"address": "::", "interface6": ["eth0", "a/b"]}, "interface6"),
+    ({"address": "::", "interface6": 6}, "interface6"),
+    ({"interface6": "eth0"}, "interface6"),                                # IPv4 only: nothing to join
+    ({"units": {"fe80::1/026B01": "x"}}, "units"),
+])
+def test_ipv6_arguments_are_validated(args, name):
+    with pytest.raises(ConfigError, match="argument '%s'" % name):
+        EchonetLanReader(**args)
+
+
+def test_ipv6_addresses_are_kept_in_one_canonical_form():
+    reader = EchonetLanReader(devices=["192.168.1.20", "FD00::0020", "fe80::1%eth0"], address=["0.0.0.0", "::"],
+                              units={"fd00::20/027D01": "battery"})
+    assert reader.nodes == ["192.168.1.20", "fd00::20", "fe80::1%eth0"]
+    assert reader.listen == {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"} and reader.interface6 is None
+    assert reader.unit_for("fd00::20", 0x027D01) == "battery"
+    # a link-local listening address names the interface multicast uses
+    assert EchonetLanReader(address="fe80::2%eth1").interface6 == ["eth1"]
+    assert EchonetLanReader(address="::", interface6="eth0").interface6 == ["eth0"]
+
+
+def test_socket_addresses_round_trip_through_the_kernels_form():
+    from keilib import inet
+    lo = socket.if_nameindex()[0]                   # a real interface: (index, name)
+    assert inet.sockaddr("fe80::1%%%s" % lo[1], 3610) == ("fe80::1", 3610, 0, lo[0])
+    assert inet.from_sockaddr(("fe80::1", 3610, 0, lo[0])) == "fe80::1%%%s" % lo[1]
+    assert inet.from_sockaddr(("fe80::1%%%s" % lo[1], 3610, 0, lo[0])) == "fe80::1%%%s" % lo[1]
+    assert inet.from_sockaddr(("::1", 3610, 0, 0)) == "::1"
+    assert inet.sockaddr("127.0.0.5", 3610) == ("127.0.0.5", 3610)
+    with pytest.raises(OSError):
+        inet.sockaddr("fe80::1%nosuchif0", 3610)
+
+
+def test_an_inf_heard_twice_is_recorded_once_and_a_new_one_with_the_same_tid_is_not_a_copy(fake_clock, running):
+    """A box with two links to one LAN hears each multicast INF on both."""
+    reader_addr, node_addr = addresses(2)
+    node = FakeNode(node_addr)
+    try:
+        q = queue.Queue()
+        reader = running(EchonetLanReader(record_que=q, devices=[node_addr], address=reader_addr, cycle=3600,
+                                          clock=fake_clock))
+        ask, sender = node.receive()
+        node.sock.sendto(el.Frame(ask.tid, el.NODE_PROFILE, el.CONTROLLER, el.ESV.GET_RES,
+                                  (el.Property(0xD6, el.encode_instance_list([el.STORAGE_BATTERY])),)).encode(),
+                         sender)
+        node.receive()                                    # the Get: left unanswered
+        records = []
+
+        def inf(code):
+            return el.Frame(0, el.STORAGE_BATTERY, el.NODE_PROFILE, el.ESV.INF,
+                            (el.Property(0xCF, bytes([code])),)).encode()
+        for frame in (inf(0x43), inf(0x43), inf(0x44)):   # TID 0 each time, as some devices send
+            node.sock.sendto(frame, sender)
+        wait_for(lambda: counter(reader, "notifications") == 2, timeout=10)
+        assert counter(reader, "inf_copies") == 1
+        assert [(r.sensor, r.value) for r in drain(q, records)] == [("CF", 0x43), ("CF", 0x44)]
+    finally:
+        node.close()

@@ -18,7 +18,7 @@ control reader.  After ``unplug``/``replug`` the pty has a new path: use
 
 ``lan`` is not a serial device: it serves one ECHONET Lite node on UDP
 (address, 3610) (``keilib.sim.lan``); its first stdout line is
-``<address>:3610``.
+``<address>:3610`` (IPv6: ``[<address>]:3610``).
 
 Each serial device is a subcommand built from a row of SUBCOMMANDS: its module's
 ``from_options()`` receives the options as strings, exactly as from a
@@ -71,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--verbose", action="store_true", help="log to stderr")
     lan = sub.add_parser("lan", help="a simulated ECHONET Lite device on the LAN (UDP port 3610)")
     lan.add_argument("--device", dest="lan_device", required=True, choices=["ecocute", "battery", "solar"])
-    lan.add_argument("--address", required=True, help="the node's own IPv4 address, e.g. 127.0.0.5")
+    lan.add_argument("--address", required=True,
+                     help="the node's own IPv4 or IPv6 address, e.g. 127.0.0.5, ::1 or fe80::5%%eth0")
+    lan.add_argument("--interface", help="IPv6: the interface where ff02::1 is joined (default: the "
+                     "address's own, as in fe80::5%%eth0)")
     lan.add_argument("--instance", type=int, default=1, help="instance code of the device object (1)")
     lan.add_argument("--scale", type=float, default=1.0, help="simulated time runs this much faster")
-    lan.add_argument("--no-multicast", action="store_true", help="do not join or send to 224.0.23.0")
+    lan.add_argument("--no-multicast", action="store_true", help="do not join or send to 224.0.23.0 (ff02::1)")
     lan.add_argument("--inf-to", action="append", default=[], metavar="ADDR",
                      help="also send INF notifications to this address (unicast)")
     lan.add_argument("--verbose", action="store_true", help="log to stderr")
@@ -89,12 +92,13 @@ def serve_lan(args: argparse.Namespace) -> int:
     clock = ScaledClock(args.scale) if args.scale != 1 else SYSTEM_CLOCK
     try:
         node = LanNode(make_model(args.lan_device, args.instance), args.address, clock=clock,
-                       multicast=not args.no_multicast, inf_to=args.inf_to).start()
+                       multicast=not args.no_multicast, inf_to=args.inf_to,
+                       interface=args.interface).start()
     except (OSError, ValueError) as exc:
         print("error: %s:%d: %s" % (args.address, PORT, exc), file=sys.stderr, flush=True)
         return 1
     try:
-        print("%s:%d" % (args.address, PORT), flush=True)
+        print(("[%s]:%d" if ":" in args.address else "%s:%d") % (args.address, PORT), flush=True)
         signal.sigwait(STOP_SIGNALS)
     finally:
         node.stop()

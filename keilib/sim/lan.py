@@ -33,8 +33,8 @@ SetC -> Set_Res / SetC_SNA; SetI answers only on failure; INF_REQ -> INF to
 the asker; at start (unless ``announce=False``) the node profile announces
 its instances (INF D5), and each change of an announced property (80, and
 the heating state B2 or the battery's working status CF) is sent as an INF:
-to the multicast group 224.0.23.0 (when ``multicast``) and to each address
-of ``inf_to``.  Replies
+to the multicast group 224.0.23.0 (when ``multicast``; ff02::1 on the
+node's interface for an IPv6 node) and to each address of ``inf_to``.  Replies
 go to the sender's address and port.  Malformed frames are ignored.
 """
 
@@ -51,6 +51,7 @@ import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from keilib import echonet as el
+from keilib import inet
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import FrameError
 from keilib.worker import Worker
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 PORT = 3610
 MULTICAST_GROUP = "224.0.23.0"
+MULTICAST_GROUP6 = "ff02::1"
 MAKER_CODE = 0xFFFFFF          # "no maker": this is a simulator
 STEP_SECONDS = 60.0            # the models integrate in steps of at most this
 POLL_REAL_SECONDS = 0.05       # how often a node looks at its clock for changes
@@ -312,12 +314,14 @@ def make_model(device: str, instance: int = 1) -> DeviceModel:
 
 
 def _bind_udp(address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(inet.family(address), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if hasattr(socket, "SO_REUSEPORT"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((address, port))
+        if inet.family(address) == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(inet.sockaddr(address, port))
     except OSError:
         sock.close()
         raise
@@ -325,12 +329,22 @@ def _bind_udp(address: str, port: int) -> socket.socket:
 
 
 class LanNode:
-    """One simulated ECHONET Lite node: node profile + one device, on (address, port)."""
+    """One simulated ECHONET Lite node: node profile + one device, on (address, port).
+
+    ``address`` is IPv4 or IPv6 ("fd00::2", "fe80::2%eth0"); an IPv6 node
+    joins ff02::1 on ``interface`` (default: the address's own interface, as
+    in "fe80::2%eth0") and announces there.
+    """
 
     def __init__(self, model: DeviceModel, address: str, port: int = PORT, clock: Optional[Clock] = None,
-                 multicast: bool = True, inf_to: Iterable[str] = (), announce: bool = True) -> None:
+                 multicast: bool = True, inf_to: Iterable[str] = (), announce: bool = True,
+                 interface: Optional[str] = None) -> None:
         self.model = model
-        self.address = address
+        self.address = str(inet.parse("address", address))
+        self.family = inet.family(self.address)
+        if interface is None and "%" in self.address:
+            interface = self.address.split("%")[1]
+        self.interface = interface
         self.port = port
         self.clock = clock or SYSTEM_CLOCK
         self.multicast = multicast
@@ -363,7 +377,9 @@ class LanNode:
         }
 
     def identification(self) -> bytes:
-        unique = socket.inet_aton(self.address) + el.eoj_class(self.model.eoj).to_bytes(2, "big")
+        packed = inet.sockaddr(self.address, 0)[0]
+        packed = socket.inet_pton(self.family, packed)[-11:]      # IPv6: the low 11 bytes
+        unique = packed + el.eoj_class(self.model.eoj).to_bytes(2, "big")
         return b"\xFE" + MAKER_CODE.to_bytes(3, "big") + unique.ljust(13, b"\x00")
 
     def _device_edts(self) -> Dict[int, bytes]:
@@ -461,7 +477,9 @@ class LanNode:
     def start(self) -> "LanNode":
         unicast = _bind_udp(self.address, self.port)
         self.sockets = [unicast]
-        if self.multicast:
+        if self.multicast and self.family == socket.AF_INET6:
+            self._join6(unicast)
+        elif self.multicast:
             unicast.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.address))
             unicast.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
             try:
@@ -480,12 +498,33 @@ class LanNode:
             self.notify(self.instance_list_inf())
         return self
 
+    def _join6(self, unicast: socket.socket) -> None:
+        unicast.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        if self.interface is None:
+            logger.warning("%s: no interface for ff02::1 (give 'interface'); unicast only", self.address)
+            return
+        try:
+            index = inet.interface_index(self.interface)
+            unicast.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+            group = _bind_udp("%s%%%s" % (MULTICAST_GROUP6, self.interface), self.port)
+            group.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                             socket.inet_pton(socket.AF_INET6, MULTICAST_GROUP6) + struct.pack("@I", index))
+            self.sockets.append(group)
+        except OSError as exc:
+            logger.warning("%s: no multicast on %s (%s); unicast only", self.address, self.interface, exc)
+
     def notify(self, frame: bytes) -> None:
-        targets = [(address, PORT) for address in self.inf_to]
-        if self.multicast:
-            targets.append((MULTICAST_GROUP, PORT))
-        for target in targets:
+        targets = list(self.inf_to)
+        if self.multicast and self.family == socket.AF_INET6:
+            if self.interface is not None:
+                targets.append("%s%%%s" % (MULTICAST_GROUP6, self.interface))
+        elif self.multicast:
+            targets.append(MULTICAST_GROUP)
+        for address in targets:
+            if inet.family(address) != self.family:
+                continue
             try:
+                target = inet.sockaddr(address, PORT)
                 self.sockets[0].sendto(frame, target)
             except OSError as exc:
                 logger.debug("%s: INF to %s failed: %s", self.address, target, exc)
@@ -501,7 +540,7 @@ class LanNode:
                     data, sender = sock.recvfrom(2048)
                 except OSError:
                     continue
-                if sender[0] == self.address and sender[1] == self.port:
+                if sender[1] == self.port and inet.from_sockaddr(sender) == self.address:
                     continue                      # our own multicast, looped back
                 for frame, _ in self.handle(data):
                     try:
