@@ -265,7 +265,6 @@ def check_wiring(specs: List[WorkerSpec], source: str) -> None:
 def wire(specs: List[WorkerSpec]) -> List[str]:
     """Fan out shared queues and give durable hand-offs (module docstring);
     returns one description line per rewired queue, for the start-up log."""
-    from keilib.spool import Spool, SpoolQueue       # only configs that spool load it
     lines = []
     for uses in queue_uses(specs).values():
         original = uses[0][0].args[uses[0][1]]
@@ -277,6 +276,7 @@ def wire(specs: List[WorkerSpec]) -> List[str]:
         def durable(spec: WorkerSpec, arg: str) -> Optional[queue.Queue]:
             if not getattr(spec.cls, "DURABLE_INTAKE", False):
                 return None
+            from keilib.spool import Spool, SpoolQueue       # only configs that upload load it
             spool = Spool(spec.cls.spool_path(spec.args.get("spool_dir")),
                           int(spec.args.get("max_batch_bytes", 65536)))
             return SpoolQueue(spool, spec.cls.encode_item)

@@ -152,6 +152,12 @@ class DemoReporter(Worker):
             self.stream.write(self.describe(block) + "\n")
             self.stream.flush()
 
+    def cleanup(self) -> None:
+        # The windows the recorder has written by now get their line too.
+        for block in self.averager.pop_closed(self.clock.now() - datetime.timedelta(seconds=30)):
+            self.stream.write(self.describe(block) + "\n")
+        self.stream.flush()
+
     def describe(self, block: list) -> str:
         means = {(a.unit, a.sensor): a.value for a in block}
         parts = ["%s" % block[0].timestamp.strftime("%H:%M")]

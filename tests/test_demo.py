@@ -75,11 +75,14 @@ def test_the_demo_talks_and_stops_quietly_on_ctrl_c(demo):
     page = re.search(r"Graph page: (\S+)", output)
     assert page and (page.group(1).startswith("http://127.0.0.1:") if PHP else "php-cli" in output)
     windows = re.findall(r"^\d\d:\d\d  power [+-]\d+ W \((?:exporting to|importing from) the grid\)"
-                         r"  energy imported [\d.]+ kWh, exported [\d.]+ kWh  sensors: unit1 hum [\d.]+.*"
+                         r"  energy imported [\d.]+ kWh, exported [\d.]+ kWh.*"
                          r"(?:uploaded: \d+ window\(s\) so far|not uploaded: no php).*$", output, re.M)
     assert len(windows) >= 2, output[-3000:]
+    assert any("  sensors: unit1 " in line for line in windows), windows
+    assert any("  LAN: solar " in line for line in windows), windows
     # Ctrl-C reached php -S too in a terminal: kei stops it itself, quietly.
-    assert " ERROR " not in output and "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert not errors, errors
     assert demo["returncode"] == 0
     # The earlier run's files were kept aside, not mixed into this run's charts.
     previous = list(demo["workdir"].glob("demo-data-previous-*"))
@@ -171,3 +174,29 @@ def test_the_kei_console_script_runs_the_demo_check(tmp_path):
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
     assert "kei: the demo configuration is valid: " in result.stdout
+
+
+def test_an_installed_kei_without_the_php_folder_says_so(tmp_path):
+    """``pip install .`` puts keilib/ in site-packages without php/: the demo
+    says why there is no graph page instead of saying nothing."""
+    import shutil
+    shutil.copytree(REPO / "keilib", tmp_path / "site" / "keilib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = subprocess_env(PYTHONPATH=str(tmp_path / "site"))
+    proc = subprocess.Popen([PYTHON, "-c", "import sys; from keilib.daemon import main; sys.exit(main(['--demo']))"],
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = ""
+        while "Stop with Ctrl-C" not in banner:
+            line = proc.stdout.readline()
+            assert line, banner
+            banner += line
+    finally:
+        proc.kill()
+        proc.wait(10)
+    if PHP is not None:
+        assert "Graph page: none (the php/ folder is not beside keilib/: run the demo from a clone of kei)" in banner
+    else:
+        assert "install php-cli" in banner
