@@ -195,7 +195,8 @@ def test_home_assistant_discovery_states_and_clean_stop(broker, kei_runs):
         assert name in energy["name"].lower() and energy["suggested_display_precision"] == 1  # E1 0.1 kWh
     assert by_state[PREFIX + "/diag/link"]["entity_category"] == "diagnostic"
     assert by_state[PREFIX + "/diag/lqi"]["entity_category"] == "diagnostic"
-    assert ha.last(PREFIX + "/diag/lqi") == str(0xE1)                   # the simulated module's LQI
+    wait_for(lambda: ha.last(PREFIX + "/diag/lqi") == str(0xE1), timeout=10,    # the simulated module's LQI
+             message="the LQI state")
     temp = by_state[PREFIX + "/unit1/temp"]
     assert (temp["device_class"], temp["unit_of_measurement"], temp["name"]) == \
         ("temperature", "°C", "Room temperature")
