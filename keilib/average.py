@@ -38,7 +38,6 @@ and puts Aggregates on ``aggregate_que`` for any output (InfluxDB, SQL...).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import queue
@@ -55,15 +54,21 @@ AGGREGATE_DATA_ID = "avg"
 DAY_SECONDS = 86400
 
 
-@dataclasses.dataclass(frozen=True)
 class Aggregate(Record):
     """The mean of ``count`` readings of one (unit, sensor) in one window."""
 
-    data_id: str = AGGREGATE_DATA_ID
-    count: int = 1
-    minimum: float = 0.0
-    maximum: float = 0.0
-    window: int = 600
+    __slots__ = ("count", "minimum", "maximum", "window")
+    FIELDS = Record.FIELDS + __slots__
+
+    def __init__(self, timestamp: datetime.datetime, unit: str, sensor: str, value: float,
+                 data_id: str = AGGREGATE_DATA_ID, count: int = 1, minimum: float = 0.0,
+                 maximum: float = 0.0, window: int = 600) -> None:
+        setter = object.__setattr__
+        setter(self, "count", count)
+        setter(self, "minimum", minimum)
+        setter(self, "maximum", maximum)
+        setter(self, "window", window)
+        super().__init__(timestamp, unit, sensor, value, data_id)
 
     @property
     def mean(self) -> float:

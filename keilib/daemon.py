@@ -45,10 +45,8 @@ was queued for it.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import importlib.util
-import inspect
 import logging
 import os
 import queue
@@ -182,7 +180,7 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
         if "class" not in entry:
             raise ConfigError("%s: missing 'class'" % where)
         cls = entry["class"]
-        if not (inspect.isclass(cls) and issubclass(cls, Worker)):
+        if not (isinstance(cls, type) and issubclass(cls, Worker)):
             raise ConfigError("%s: 'class' must be a Worker class (e.g. FileRecorder), got %r" % (where, cls))
         where = "%s: worker_def[%d] (%s)" % (source, index, cls.__name__)
         if "args" not in entry:
@@ -194,16 +192,14 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
             if not isinstance(name, str):
                 raise ConfigError("%s: argument names must be strings, got %r" % (where, name))
         check_requirements(cls, where)
-        signature = inspect.signature(cls)
-        accepts_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+        accepted, required, accepts_any = constructor_parameters(cls)
         if not accepts_any:
             for name in args:
-                if name not in signature.parameters:
+                if name not in accepted:
                     raise ConfigError("%s: unknown argument '%s' (accepted: %s)" % (
-                        where, name, ", ".join(signature.parameters)))
-        for name, param in signature.parameters.items():
-            if (param.default is param.empty and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
-                    and name not in args):
+                        where, name, ", ".join(accepted)))
+        for name in accepted:
+            if name in required and name not in args:
                 raise ConfigError("%s: missing argument '%s'" % (where, name))
         for name in tuple(getattr(cls, "CONSUMES", ())) + tuple(getattr(cls, "PRODUCES", ())):
             value = args.get(name)
@@ -214,6 +210,27 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
     check_queues(specs, source)
     check_wiring(specs, source)
     return specs
+
+
+def constructor_parameters(cls: type) -> tuple:
+    """(argument names in order, the required ones, whether any keyword is
+    taken) of ``cls(...)``, read from its ``__init__``'s code object: the
+    ``inspect`` module would cost every start about 3 MB and 10 ms."""
+    init = cls.__init__
+    code = getattr(init, "__code__", None)
+    if code is None or hasattr(init, "__wrapped__"):
+        import inspect           # a decorated or built-in constructor: ask inspect
+        parameters = inspect.signature(cls).parameters
+        return (list(parameters),
+                {name for name, p in parameters.items() if p.default is p.empty
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)},
+                any(p.kind == p.VAR_KEYWORD for p in parameters.values()))
+    positional = code.co_varnames[1:code.co_argcount]            # without self
+    keyword_only = code.co_varnames[code.co_argcount:code.co_argcount + code.co_kwonlyargcount]
+    defaults = init.__defaults__ or ()
+    required = set(positional[:len(positional) - len(defaults)])
+    required |= {name for name in keyword_only if name not in (init.__kwdefaults__ or {})}
+    return list(positional + keyword_only), required, bool(code.co_flags & 0x08)   # CO_VARKEYWORDS
 
 
 def queue_uses(specs: List[WorkerSpec]) -> Dict[int, List[tuple]]:
@@ -468,6 +485,10 @@ class Supervised:
 
     def check(self, now: float) -> None:
         """Notice a dead instance, and restart after the backoff delay."""
+        if self.state == WorkerState.RUNNING and getattr(self.instance, "ending", False):
+            # It signalled its end from its own thread, which is finishing now:
+            # wait for that rather than for the next liveness look.
+            self.instance.join(1.0)
         if self.state == WorkerState.RUNNING and self.instance is not None and not self.instance.is_alive():
             ran = now - self.started_at
             if ran >= BACKOFF_RESET_AFTER:
@@ -589,7 +610,11 @@ class Daemon:
 
 # -- entry point --------------------------------------------------------------
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]]) -> Any:
+    if not (sys.argv[1:] if argv is None else argv):
+        # A plain start (the service): argparse is not needed to read no arguments.
+        return argparse_defaults()
+    import argparse
     parser = argparse.ArgumentParser(prog="kei", description=(
         "Smart-meter (Route B) and serial-sensor logging daemon. "
         "Run it in a work directory that holds keiconf.py."))
@@ -601,6 +626,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="run the built-in demo: simulated smart meter and sensor, files in ./demo-data/")
     parser.add_argument("--version", action="version", version="kei %s" % __version__)
     return parser.parse_args(argv)
+
+
+def argparse_defaults() -> Any:
+    """What parse_args gives for no arguments."""
+    import types
+    return types.SimpleNamespace(config=None, check=False, demo=False)
 
 
 def prepare(module: Any, source: str) -> tuple:
@@ -745,6 +776,7 @@ def log_thread_death(hook: Any) -> None:
     if isinstance(thread, Worker):
         if thread.failure is None and isinstance(hook.exc_value, BaseException):
             thread.failure = hook.exc_value
+        thread.ending = True
         if thread.exit_event is not None:
             thread.exit_event.set()
 

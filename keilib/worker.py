@@ -131,6 +131,8 @@ class Worker(threading.Thread):
         # do not signal; the launcher also checks is_alive() every few seconds).
         self.exit_event: Optional[Any] = None      # anything with set()
         self.failure: Optional[BaseException] = None
+        # Set just before the thread ends (it signals exit_event while still alive).
+        self.ending = False
         # Counters and timestamps (keilib.health); the launcher replaces this
         # with the one kept for the configured worker across restarts.
         self.health = Health(self.name, type(self).__name__)
@@ -195,6 +197,7 @@ class Worker(threading.Thread):
             except Exception:  # noqa: BLE001
                 logger.exception("%s: cleanup failed", self.name)
             logger.info("%s stopped", self.name)
+            self.ending = True
             if self.exit_event is not None:
                 self.exit_event.set()
 

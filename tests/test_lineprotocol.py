@@ -3,7 +3,6 @@ round trip through real VictoriaMetrics and InfluxDB (escaping as servers read i
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 import requests
 
 from keilib import lineprotocol
+from keilib.average import Aggregate
 from keilib.record import Record
 from servers import influxdb, victoria  # noqa: F401 (fixtures)
 from support import PYTHON, subprocess_env
@@ -19,13 +19,7 @@ from support import PYTHON, subprocess_env
 T = datetime.datetime(2026, 5, 20, 14, 0, 0)
 
 
-@dataclasses.dataclass(frozen=True)
-class FakeAggregate(Record):
-    """Shaped as keilib.average.Aggregate (the codec duck-types it)."""
-    count: int = 1
-    minimum: float = 0.0
-    maximum: float = 0.0
-    window: int = 600
+FakeAggregate = Aggregate      # the averaging stage's own type
 
 
 def test_reading_line_layout_value_is_always_a_float():
@@ -43,7 +37,8 @@ def test_aggregate_line_layout():
     assert precision == "s"
     assert line == ("kei_10min,sensor=E7,site=home,unit=BR count=60i,max=2400.0,mean=1852.5,min=310.0 %d\n"
                     % int(T.timestamp()))
-    assert lineprotocol.encode(dataclasses.replace(aggregate, window=3600), "h")[1].startswith("kei_60min,")
+    hourly = Aggregate(T, "BR", "E7", 1852.5, "avg", count=60, minimum=310, maximum=2400, window=3600)
+    assert lineprotocol.encode(hourly, "h")[1].startswith("kei_60min,")
 
 
 def test_sub_second_records_are_written_in_milliseconds():

@@ -4,7 +4,6 @@ silent sensors dropped, kei's health, a real Prometheus scraping it, and
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import queue
 import subprocess
@@ -24,12 +23,17 @@ from support import PYTHON, REPO, subprocess_env, wait_for  # noqa: E402
 T0 = datetime.datetime(2026, 5, 20, 14, 0, 0)
 
 
-@dataclasses.dataclass(frozen=True)
 class FakeAggregate(Record):
-    count: int = 1
-    minimum: float = 0.0
-    maximum: float = 0.0
-    window: int = 600
+    """An aggregate-like Record subclass that is not keilib.average.Aggregate."""
+
+    __slots__ = ("count", "minimum", "maximum", "window")
+    FIELDS = Record.FIELDS + __slots__
+
+    def __init__(self, *args, count=1, minimum=0.0, maximum=0.0, window=600):
+        for name, value in (("count", count), ("minimum", minimum), ("maximum", maximum),
+                            ("window", window)):
+            object.__setattr__(self, name, value)
+        super().__init__(*args)
 
 
 @pytest.fixture
