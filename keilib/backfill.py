@@ -30,8 +30,9 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 from typing import List, Optional, Tuple
+
+from keilib.files import replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +74,8 @@ class HistoryCheckpoint:
     def save(self) -> None:
         data = {"held": self.held.isoformat() if self.held else None,
                 "gaps": [[a.isoformat(), b.isoformat()] for a, b in self.gaps]}
-        temp = self.path + ".tmp"
         try:
-            with open(temp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
+            replace_file(self.path, json.dumps(data).encode("utf-8"), sync_dir=False)
         except OSError as exc:
             logger.warning("cannot write history checkpoint %s: %s", self.path, exc)
 

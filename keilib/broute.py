@@ -114,6 +114,7 @@ from keilib.backfill import DEFAULT_DAYS, HALF_HOUR, MAX_DAYS, HistoryCheckpoint
 from keilib.clock import Clock
 from keilib.echonet import EPC, ESV, Frame, is_value
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout, FrameError
+from keilib.files import replace_file
 from keilib.logutil import LogLimiter
 from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, port_problem
 from keilib.record import HISTORY_DATA_ID, Record
@@ -305,13 +306,8 @@ class ScanCache:
     def save(self, channel: int, pan_id: int, addr: str, now: datetime.datetime) -> None:
         data = {"channel": channel, "pan_id": pan_id, "addr": addr,
                 "saved": now.isoformat(timespec="seconds")}
-        temp = self.path + ".tmp"
         try:
-            with open(temp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
+            replace_file(self.path, json.dumps(data).encode("utf-8"), sync_dir=False)
         except OSError as exc:
             logger.warning("cannot write scan cache %s: %s", self.path, exc)
 

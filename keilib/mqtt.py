@@ -41,7 +41,6 @@ the latest value.  Connection, reconnection (``reconnect_min`` doubling to
 
 from __future__ import annotations
 
-import datetime
 import decimal
 import hashlib
 import json
@@ -51,7 +50,7 @@ import queue
 import re
 import socket
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from keilib import __version__
 from keilib.clock import Clock

@@ -61,7 +61,7 @@ from keilib.clock import Clock
 from keilib import validate
 from keilib.logutil import LogLimiter
 from keilib.record import Record, format_value
-from keilib.worker import POLL_SECONDS, Worker
+from keilib.worker import Worker
 
 logger = logging.getLogger(__name__)
 

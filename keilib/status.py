@@ -31,6 +31,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from keilib import __version__
+from keilib.files import TEMP_PREFIX, replace_file
 from keilib.logutil import redact
 from keilib.sdnotify import wedged_workers
 
@@ -102,11 +103,10 @@ class StatusFile:
         return max(0.0, self.next_write - now)
 
     def write(self, data: Dict[str, Any]) -> None:
-        temp = self.path + ".tmp"
         try:
-            with open(temp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, default=str)
-            os.replace(temp, self.path)
+            # Display only, rewritten every minute: no fsync (the SD card wears).
+            replace_file(self.path, json.dumps(data, default=str).encode("utf-8"),
+                         sync_dir=False, sync_file=False)
             self.failed = False
         except OSError as exc:
             if not self.failed:
@@ -114,7 +114,8 @@ class StatusFile:
             self.failed = True
 
     def remove(self) -> None:
-        for path in (self.path, self.path + ".tmp"):
+        for path in (self.path, os.path.join(os.path.dirname(self.path),
+                                             TEMP_PREFIX + os.path.basename(self.path))):
             try:
                 os.remove(path)
             except OSError:
