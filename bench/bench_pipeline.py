@@ -24,7 +24,6 @@ import os
 import queue
 import sys
 import tempfile
-import threading
 import time
 import types
 

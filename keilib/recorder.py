@@ -65,14 +65,8 @@ from keilib.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-WINDOW = datetime.timedelta(minutes=10)
 MAX_PENDING_UPLOADS = 1008      # a week of 10-minute blocks
 TAKE_AT_ONCE = 256              # readings taken off the queue per write
-
-
-def window_start(stamp: datetime.datetime) -> datetime.datetime:
-    """Start of the 10-minute window that holds ``stamp``."""
-    return stamp.replace(minute=stamp.minute - stamp.minute % 10, second=0, microsecond=0)
 
 
 def summary_text(block: List[Aggregate]) -> str:
@@ -261,7 +255,7 @@ class FileRecorder(Worker):
                            "time again", self.name, stepped.strftime("%Y/%m/%d %H:%M"),
                            now.strftime("%Y/%m/%d %H:%M:%S"))
         if not self.averager.add(record):
-            start = window_start(record.timestamp)
+            start = self.averager.window_start(record.timestamp)
             if start != self.late_window:       # one line per window, not per reading
                 self.late_window = start
                 logger.info("%s: late reading %s not averaged (its 10-minute window was written)",

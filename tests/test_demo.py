@@ -90,21 +90,27 @@ def test_the_demo_talks_and_stops_quietly_on_ctrl_c(demo):
     assert not (demo["workdir"] / "demo-data" / "20260101-demo.txt").exists()
 
 
-def test_without_php_the_demo_says_what_to_install(tmp_path):
-    empty = tmp_path / "bin"
-    empty.mkdir()
-    proc = subprocess.Popen([PYTHON, str(REPO / "kei.py"), "--demo"], cwd=tmp_path,
-                            env=subprocess_env(PATH=str(empty)), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def read_banner(proc: subprocess.Popen) -> str:
+    """The demo's banner, read from its output; then the demo is killed."""
     try:
         banner = ""
         while "Stop with Ctrl-C" not in banner:
             line = proc.stdout.readline()
             assert line, banner
             banner += line
+        return banner
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_without_php_the_demo_says_what_to_install(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = subprocess.Popen([PYTHON, str(REPO / "kei.py"), "--demo"], cwd=tmp_path,
+                            env=subprocess_env(PATH=str(empty)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    banner = read_banner(proc)
     assert "Graph page: none (install php-cli to see it: sudo apt install php-cli)" in banner
 
 
@@ -187,15 +193,7 @@ def test_an_installed_kei_without_the_php_folder_says_so(tmp_path):
     env = subprocess_env(PYTHONPATH=str(tmp_path / "site"))
     proc = subprocess.Popen([PYTHON, "-c", "import sys; from keilib.daemon import main; sys.exit(main(['--demo']))"],
                             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        banner = ""
-        while "Stop with Ctrl-C" not in banner:
-            line = proc.stdout.readline()
-            assert line, banner
-            banner += line
-    finally:
-        proc.kill()
-        proc.wait(10)
+    banner = read_banner(proc)
     if PHP is not None:
         assert "Graph page: none (the php/ folder is not beside keilib/: run the demo from a clone of kei)" in banner
     else:

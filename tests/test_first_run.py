@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from support import PYTHON, REPO, read_text, subprocess_env, wait_for
+from support import PYTHON, REPO, read_text, subprocess_env
 
 KEI = str(REPO / "kei.py")
 

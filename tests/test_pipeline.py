@@ -14,10 +14,7 @@ import random
 import signal
 import subprocess
 import textwrap
-import threading
-import time
 import types
-from pathlib import Path
 
 import pytest
 
@@ -30,7 +27,6 @@ from keilib.record import Record
 from keilib.recorder import FileRecorder, summary_text
 from keilib.spool import Spool, SpoolQueue
 from keilib.worker import Worker
-from phpserver import PhpServer
 from support import PYTHON, REPO, read_text, subprocess_env, wait_for
 
 D = datetime.datetime
