@@ -74,7 +74,6 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 600.0
 STOP_BUDGET = 10.0
-LIVENESS_CHECK = 15.0  # a legacy run() override that returns quietly does not signal its end
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
@@ -533,6 +532,7 @@ class Daemon:
         self.registry = Registry()
         for spec in specs:
             self.registry.add(spec.health)
+            spec.health.on_state_change = self.wake.set    # the status file shows it at once
         by_index = {spec.index: inst for spec, inst in zip(specs, instances)}
         self.supervised = [Supervised(spec, by_index[spec.index], self.wake, self.registry)
                            for spec in start_order(specs)]
@@ -569,12 +569,13 @@ class Daemon:
         self.systemd.ready(self.supervised)                  # systemd hook
         handled_usr1 = 0
         while self.stop_signal is None:
+            # Sleep until a restart is due, a file or a ping is due, or a signal
+            # or a worker's end (Worker signals it from its thread) wakes us.
+            timeout = self.status_file.tick(self.supervised)   # kei status hook
+            timeout = min(timeout, self.systemd.tick(self.supervised))  # systemd hook: ping
             deadlines = [d for d in (s.next_deadline() for s in self.supervised) if d is not None]
-            timeout = LIVENESS_CHECK
             if deadlines:
                 timeout = max(0.0, min(timeout, min(deadlines) - self.monotonic()))
-            timeout = min(timeout, self.systemd.tick(self.supervised))  # systemd hook: ping
-            timeout = min(timeout, self.status_file.tick(self.supervised))  # kei status hook
             self.wake.wait(timeout)
             while handled_usr1 < self.usr1_count:
                 handled_usr1 += 1

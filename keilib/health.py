@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 class Health:
@@ -38,6 +38,9 @@ class Health:
         self.stamps: Dict[str, float] = {}
         self.states: Dict[str, str] = {}
         self.readings: Dict[Tuple[str, str], Tuple[Any, float, float]] = {}
+        # Called when a state changes (the launcher wakes its main loop, which
+        # rewrites the status file): a link going down shows without a poll.
+        self.on_state_change: Optional[Callable[[], None]] = None
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -50,7 +53,10 @@ class Health:
         self.stamps[name] = time.time() if when is None else when
 
     def state(self, name: str, text: str) -> None:
-        self.states[name] = text
+        if self.states.get(name) != text:
+            self.states[name] = text
+            if self.on_state_change is not None:
+                self.on_state_change()
 
     def reading(self, record: Any) -> None:
         """Remember ``record`` as the last of its (unit, sensor), with its

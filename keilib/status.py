@@ -3,7 +3,7 @@
 The daemon (``StatusFile``, driven by its main loop) rewrites
 ``kei-status.json`` atomically (a temporary file, then ``os.replace``) every
 ``INTERVAL`` seconds and when a worker's state or a reader's link state
-changes (seen within the main loop's 5-second pass), and removes it
+changes (a state change wakes the main loop), and removes it
 at a clean stop.  It holds, per configured worker: its state (RUNNING,
 BACKOFF, ...), restarts, last error, whether it is wedged (the watchdog's
 rule, ``keilib.sdnotify``), and its health (``keilib.health``: counters,

@@ -33,6 +33,9 @@ backoff (see keilib.daemon).
 
 Workers written for keilog that override ``run()`` and test
 ``self.stopEvent.is_set()`` keep working: ``stopEvent`` is the stop event.
+Whichever ``run()`` a worker has, its end wakes the launcher at once
+(``_signals_end``): the launcher sleeps until something happens instead of
+looking at its threads every few seconds.
 """
 
 from __future__ import annotations
@@ -111,6 +114,28 @@ class Backoff:
         self.failures = 0
 
 
+def _signals_end(run: Any) -> Any:
+    """Wrap a ``run()`` so that the thread's end wakes the launcher
+    (``exit_event``), whether run() returned, raised or was written for keilog.
+
+    Only the outermost ``run()`` of the instance's class signals: an override
+    that calls ``super().run()`` has not ended when the base's run returns.
+    """
+    def run_then_signal(self: "Worker") -> None:
+        try:
+            run(self)
+        finally:
+            if type(self).run is run_then_signal:
+                self.ending = True
+                if self.exit_event is not None:
+                    self.exit_event.set()
+    run_then_signal.__name__ = run.__name__
+    run_then_signal.__qualname__ = run.__qualname__
+    run_then_signal.__doc__ = run.__doc__
+    run_then_signal.signals_end = True       # type: ignore[attr-defined]
+    return run_then_signal
+
+
 class Worker(threading.Thread):
     """Base class of every kei worker (see the module docstring)."""
 
@@ -127,8 +152,7 @@ class Worker(threading.Thread):
         self._stopping = threading.Event()
         # keilog's name for the stop event; subclasses written for it use it.
         self.stopEvent = self._stopping
-        # Set by the launcher: signalled when run() ends (legacy run() overrides
-        # do not signal; the launcher also checks is_alive() every few seconds).
+        # Set by the launcher: signalled when run() ends, however run() is written.
         self.exit_event: Optional[Any] = None      # anything with set()
         self.failure: Optional[BaseException] = None
         # Set just before the thread ends (it signals exit_event while still alive).
@@ -142,6 +166,12 @@ class Worker(threading.Thread):
         # Watchdog hook (keilib.sdnotify): real monotonic time at which the
         # current setup()/step() began; None outside them.
         self.step_since: Optional[float] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "signals_end", False):
+            cls.run = _signals_end(run)       # type: ignore[method-assign]
 
     @classmethod
     def config_warnings(cls, args: dict) -> list:
@@ -179,6 +209,7 @@ class Worker(threading.Thread):
         """Runs last, in the worker's thread, even after an exception."""
 
     # -- the thread -----------------------------------------------------
+    @_signals_end
     def run(self) -> None:
         logger.info("%s started", self.name)
         try:
@@ -197,9 +228,6 @@ class Worker(threading.Thread):
             except Exception:  # noqa: BLE001
                 logger.exception("%s: cleanup failed", self.name)
             logger.info("%s stopped", self.name)
-            self.ending = True
-            if self.exit_event is not None:
-                self.exit_event.set()
 
     def request_stop(self) -> None:
         """Ask the worker to stop, without waiting."""

@@ -127,6 +127,18 @@ class LegacyRunWorker(Worker):
         raise RuntimeError("legacy run() failed")
 
 
+class QuietLegacyRunWorker(Worker):
+    """A keilog-style worker whose run() returns at once without an error."""
+
+    def __init__(self, marker):
+        super().__init__()
+        self.marker = marker
+
+    def run(self):
+        with open(self.marker, "a") as handle:
+            handle.write("start\n")
+
+
 class WedgedWorker(Worker):
     """Its first step hangs ``hang`` seconds without looking at the stop
     event (as a driver stuck in a read with no timeout would), then it idles.

@@ -155,6 +155,58 @@ def test_worker_that_overrides_run_and_dies_is_logged_with_traceback_and_restart
     assert "Traceback" not in err                    # not on stderr, where nobody reads it
 
 
+def test_worker_whose_run_returns_quietly_is_restarted_at_once_not_at_a_poll(tmp_path):
+    # The main loop sleeps until something happens (a minute when all is well):
+    # a run() override that just returns must wake it all the same.
+    marker = tmp_path / "starts"
+    write_config(tmp_path, """
+        from fixture_workers import QuietLegacyRunWorker
+        worker_def = [{'class': QuietLegacyRunWorker, 'args': {'marker': %r}}]
+    """ % str(marker))
+    proc = start_kei(tmp_path)
+    try:
+        # restarts after 1 s and 2 s of backoff: far sooner than the loop's minute
+        wait_for(lambda: read_text(marker).count("start") >= 3, timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert "worker_def[0] (QuietLegacyRunWorker) ended unexpectedly" in read_text(tmp_path / "kei.log")
+
+
+def test_only_the_outermost_run_signals_the_end():
+    import threading
+    from keilib.worker import Worker
+
+    order = []
+
+    class Base(Worker):
+        def run(self):
+            order.append("base run returned")
+
+    class Derived(Base):
+        def run(self):
+            super().run()
+            order.append("derived ran on: ended=%s" % self.ending)
+            release.wait(10)
+
+    release, ended = threading.Event(), threading.Event()
+    worker = Derived()
+    worker.exit_event = ended
+    worker.start()
+    # Base.run has returned, the thread goes on: the launcher must not be told yet.
+    assert not ended.wait(0.3)
+    release.set()
+    assert ended.wait(10) and worker.ending
+    worker.join(10)
+    assert order == ["base run returned", "derived ran on: ended=False"]
+    plain = Base()
+    plain.exit_event = threading.Event()
+    plain.start()
+    assert plain.exit_event.wait(10) and plain.ending
+
+
 def test_backoff_doubles_to_sixty_seconds_and_resets_after_ten_minutes_of_running():
     from keilib.daemon import Supervised, Waker, WorkerSpec, WorkerState
     from keilib.health import Registry

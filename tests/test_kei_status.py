@@ -125,3 +125,18 @@ def test_a_status_file_not_rewritten_means_a_stuck_main_loop(tmp_path):
                                                  {"unit": "BR", "sensor": "EA", "value": 1, "seen": now - 2000}]}}]
     verdict, problems = status.judge(data, now)
     assert verdict == 1 and problems == ["r: no reading for 17 min"]
+
+
+def test_a_state_change_wakes_the_main_loop_once_per_change():
+    # The launcher sleeps a minute between status rewrites: a reader's link
+    # state changing must wake it (once, not at every repeat of the same state).
+    from keilib.health import Health
+
+    wakes = []
+    health = Health("worker_def[0]", "BrouteReader")
+    health.on_state_change = lambda: wakes.append(dict(health.states))
+    health.state("link", "SCAN")
+    health.state("link", "SCAN")
+    health.state("link", "POLL")
+    health.count("frames")
+    assert wakes == [{"link": "SCAN"}, {"link": "POLL"}]
