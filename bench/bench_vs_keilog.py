@@ -30,6 +30,13 @@ filled in.  Without keilog the kei column is printed alone.
 5. **RSS** (``VmRSS``) of the serial and the B-route process at the end of
    their runs.
 
+Both run as a deployed box runs them: from cached bytecode (a first start
+of each config, not measured, compiles it into a temporary
+``PYTHONPYCACHEPREFIX``), and with ``python3 -S`` plus the site-packages
+directories on ``PYTHONPATH``, so that start-up hooks of this machine's
+``.pth`` files (one imports certifi, and with it pathlib, typing, zipfile...)
+weigh on neither.
+
 CPU is the time the process's threads ran (``/proc/<pid>/task/*/schedstat``,
 in nanoseconds) over the phase, per 1,000 lines the raw file received.  Threads are named by start
 order (``/proc`` has no Python thread names): keilog starts its workers in
@@ -42,6 +49,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import site
 import re
 import signal
 import statistics
@@ -163,9 +171,10 @@ def has_open(pid: int, path: str) -> bool:
 class Daemon:
     """One of the two programs: how to start it in a work dir."""
 
-    def __init__(self, name: str, home: Path):
+    def __init__(self, name: str, home: Path, cache: Path):
         self.name = name
         self.home = home
+        self.cache = cache          # PYTHONPYCACHEPREFIX: bytecode kept out of both trees
 
     def start(self, workdir: Path, config: str) -> subprocess.Popen:
         (workdir / "keiconf.py").write_text(config)
@@ -173,10 +182,29 @@ class Daemon:
         env.pop("DEBUG", None)
         # keilog's kei.py does 'import keiconf': the work dir must be on the path.
         # Its own keilib comes first anyway (the script's directory is sys.path[0]).
-        env["PYTHONPATH"] = str(workdir)
+        # -S: no site hooks; the installed packages (pyserial, requests) by path.
+        env["PYTHONPATH"] = os.pathsep.join([str(workdir)] + site.getsitepackages())
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.cache)
         with open(workdir / "stderr.txt", "wb") as errors:
-            return subprocess.Popen([sys.executable, str(self.home / "kei.py")], cwd=str(workdir), env=env,
-                                    stdout=subprocess.DEVNULL, stderr=errors)
+            return subprocess.Popen([sys.executable, "-S", str(self.home / "kei.py")], cwd=str(workdir),
+                                    env=env, stdout=subprocess.DEVNULL, stderr=errors)
+
+    def warm(self, config: str) -> None:
+        """Start once with ``config`` on a silent pty, until its port is open:
+        every module the config imports at start is compiled into the cache."""
+        master, slave, path = make_pty()
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = self.start(Path(tmp), config % {"port": path, "id": ROUTE_B_ID, "pwd": ROUTE_B_PWD})
+            started = time.monotonic()
+            try:
+                while not has_open(proc.pid, path) and proc.poll() is None and time.monotonic() - started < 30:
+                    time.sleep(0.01)
+                time.sleep(0.5)
+            finally:
+                stop(proc, signal.SIGKILL)
+                os.close(master)
+                os.close(slave)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> float:
@@ -445,10 +473,11 @@ def main() -> int:
     args = parser.parse_args()
     phases = set(args.only or ("start", "serial", "broute"))
 
-    daemons = [Daemon("kei", REPO)]
+    cache = tempfile.TemporaryDirectory(prefix="bench-pycache-")
+    daemons = [Daemon("kei", REPO, Path(cache.name) / "kei")]
     keilog_home = Path(args.keilog)
     if (keilog_home / "kei.py").is_file() and (keilog_home / "keilib" / "serial.py").is_file():
-        daemons.append(Daemon("keilog", keilog_home))
+        daemons.append(Daemon("keilog", keilog_home, Path(cache.name) / "keilog"))
     else:
         print("keilog not found at %s: SKIPPING the keilog side (pass --keilog PATH); kei's figures alone"
               % keilog_home)
@@ -464,6 +493,9 @@ def main() -> int:
     names = [d.name for d in daemons]
     res: Dict[str, Dict[str, object]] = {name: {} for name in names}
 
+    for daemon in daemons:
+        for config in (SERIAL_CONFIG, BROUTE_CONFIG):
+            daemon.warm(config)
     broute = BrouteRun(daemons, args.latency) if "broute" in phases else None
     broute_results: Dict[str, Dict[str, object]] = {}
     try:
@@ -473,6 +505,7 @@ def main() -> int:
     finally:
         if broute is not None:
             broute.close(broute_results)
+        cache.cleanup()
     for name, values in broute_results.items():
         res[name].update({"br_" + key: value for key, value in values.items()})
     report(args, names, res)
