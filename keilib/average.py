@@ -41,12 +41,15 @@ from __future__ import annotations
 import datetime
 import logging
 import queue
-from typing import Any, Dict, List, Optional, Tuple
 
 from keilib.clock import Clock
 from keilib.errors import ConfigError
 from keilib.record import Record
 from keilib.worker import Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-from typing import List, Optional, Tuple
 
 from keilib.files import replace_file
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ HALF_HOUR = datetime.timedelta(minutes=30)
 DEFAULT_DAYS = 7
 MAX_DAYS = 99           # E5 reaches 99 days back
 
-Span = Tuple[datetime.datetime, datetime.datetime]     # (newest, oldest), both included
+if TYPE_CHECKING:
+    Span = Tuple[datetime.datetime, datetime.datetime]     # (newest, oldest), both included
 
 
 def slots(span: Span) -> int:

@@ -107,7 +107,6 @@ import logging
 import os
 import queue
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from keilib import echonet, validate
 from keilib.backfill import DEFAULT_DAYS, HALF_HOUR, MAX_DAYS, HistoryCheckpoint, slots
@@ -121,6 +120,10 @@ from keilib.record import HISTORY_DATA_ID, Record
 from keilib.skstack import (BP35A1, BP35C0, BP35C2, RSWSUHAP, ECHONET_PORT, Cancelled, ErxUdp, Event,
                             SkDevice, WiSunRL7023)
 from keilib.worker import Backoff, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Deque, Dict, List, Optional, Tuple
 
 __all__ = ["BrouteReader", "WiSunRL7023", "BP35A1", "BP35C2", "BP35C0", "RSWSUHAP", "TxBudget",
            "DEFAULT_REQUESTS"]

@@ -55,15 +55,19 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
 
 from keilib import __version__
 from keilib.errors import ConfigError
-from keilib.fanout import DEFAULT_BUFFER, HOLD, FanOutQueue, Inbox
 from keilib.health import Health, Registry
 from keilib.lock import LockHeld, WorkdirLock       # issue 17.7
 from keilib.logutil import install_redaction        # issue 17.5
 from keilib.worker import Backoff, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, Dict, List, Optional
+
+    from keilib import sdnotify, status
 
 logger = logging.getLogger("kei")
 
@@ -157,8 +161,10 @@ def load_config(path: str) -> Any:
     return module
 
 
-def validate(module: Any, source: str) -> List[WorkerSpec]:
-    """Check ``worker_def`` and every entry's arguments; raise ConfigError."""
+def validate(module: Any, source: str, load_packages: bool = False) -> List[WorkerSpec]:
+    """Check ``worker_def`` and every entry's arguments; raise ConfigError.
+    ``load_packages``: import each optional package a worker needs (--check)
+    rather than only finding it (a start: the worker imports it when used)."""
     if not hasattr(module, "worker_def"):
         raise ConfigError("%s: no 'worker_def' defined (a list of {'class': ..., 'args': {...}})" % source)
     worker_def = module.worker_def
@@ -190,7 +196,7 @@ def validate(module: Any, source: str) -> List[WorkerSpec]:
         for name in args:
             if not isinstance(name, str):
                 raise ConfigError("%s: argument names must be strings, got %r" % (where, name))
-        check_requirements(cls, where)
+        check_requirements(cls, where, load_packages)
         accepted, required, accepts_any = constructor_parameters(cls)
         if not accepts_any:
             for name in args:
@@ -309,6 +315,7 @@ def wire(specs: List[WorkerSpec]) -> List[str]:
                 ", ".join(p.label for p, _ in producers) or "nobody", spec.label,
                 spool_queue.spool.directory))
             continue
+        from keilib.fanout import DEFAULT_BUFFER, HOLD, FanOutQueue, Inbox   # only shared queues need it
         size = original.maxsize or DEFAULT_BUFFER
         inboxes = []
         for spec, arg in consumers:
@@ -329,13 +336,18 @@ def wire(specs: List[WorkerSpec]) -> List[str]:
     return lines
 
 
-def check_requirements(cls: type, where: str) -> None:
+def check_requirements(cls: type, where: str, load: bool = False) -> None:
     """A worker needing an optional package says so in ``REQUIRES``: a list
     of ``(module, pip command, apt command)``; a missing one is a config
-    error naming both commands (imported here only when configured)."""
+    error naming both commands.  ``load``: import it (``--check``: a broken
+    install shows too); else only find it, and the worker imports it when it
+    needs it (requests, 16 MB, at the first upload)."""
     for module_name, pip_command, apt_command in getattr(cls, "REQUIRES", ()):
         try:
-            importlib.import_module(module_name)
+            if load:
+                importlib.import_module(module_name)
+            elif importlib.util.find_spec(module_name) is None:
+                raise ImportError("No module named %r" % module_name)
         except ImportError as exc:
             raise ConfigError("%s: needs the Python package for '%s', which is missing (%s). "
                               "Install it with:  %s   or, on Debian / Raspberry Pi OS:  %s"
@@ -563,16 +575,19 @@ class Daemon:
             sup.start(now)
         logger.info("kei %s started with %d worker(s): %s", __version__, len(self.supervised),
                     ", ".join(sup.spec.cls.__name__ for sup in self.supervised))
-        from keilib import sdnotify, status      # only a running daemon needs them
+        from keilib import status                # only a running daemon needs it
         self.status_file = status.StatusFile(os.path.join(os.getcwd(), status.STATUS_FILE))  # kei status hook
-        self.systemd = sdnotify.Watchdog.from_environ()     # systemd hook (keilib/sdnotify.py)
-        self.systemd.ready(self.supervised)                  # systemd hook
+        if os.environ.get("NOTIFY_SOCKET"):      # started by systemd with Type=notify
+            from keilib import sdnotify
+            self.systemd = sdnotify.Watchdog.from_environ()     # systemd hook (keilib/sdnotify.py)
+            self.systemd.ready(self.supervised)                  # systemd hook
         handled_usr1 = 0
         while self.stop_signal is None:
             # Sleep until a restart is due, a file or a ping is due, or a signal
             # or a worker's end (Worker signals it from its thread) wakes us.
             timeout = self.status_file.tick(self.supervised)   # kei status hook
-            timeout = min(timeout, self.systemd.tick(self.supervised))  # systemd hook: ping
+            if self.systemd is not None:
+                timeout = min(timeout, self.systemd.tick(self.supervised))  # systemd hook: ping
             deadlines = [d for d in (s.next_deadline() for s in self.supervised) if d is not None]
             if deadlines:
                 timeout = max(0.0, min(timeout, min(deadlines) - self.monotonic()))
@@ -635,10 +650,10 @@ def argparse_defaults() -> Any:
     return types.SimpleNamespace(config=None, check=False, demo=False)
 
 
-def prepare(module: Any, source: str) -> tuple:
+def prepare(module: Any, source: str, check: bool = False) -> tuple:
     """Validate, wire and build; raise ConfigError.  Returns (specs,
     instances, wiring description lines)."""
-    specs = validate(module, source)
+    specs = validate(module, source, load_packages=check)
     wiring = wire(specs)
     instances = build_all(specs, source)
     return specs, instances, wiring
@@ -712,9 +727,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.demo:
             from keilib import demo
-            specs, instances, wiring = prepare(demo.config(workdir, check=args.check), "demo")
+            specs, instances, wiring = prepare(demo.config(workdir, check=args.check), "demo", check=args.check)
         else:
-            specs, instances, wiring = prepare(load_config(config_path), os.path.basename(config_path))
+            specs, instances, wiring = prepare(load_config(config_path), os.path.basename(config_path),
+                                               check=args.check)
     except FileNotFoundError:
         sys.stderr.write(NO_CONFIG_HELP.format(path=config_path))
         return EXIT_CONFIG

@@ -35,7 +35,6 @@ import socket
 import subprocess
 import sys
 import types
-from typing import Any, Dict, Optional, Tuple
 
 from keilib.average import WindowAverager
 
@@ -50,6 +49,10 @@ from keilib.sim.wisun import DEFAULT_PASSWORD, DEFAULT_ROUTE_B_ID, WisunModule
 from keilib.skstack import BP35C2
 from keilib.uploader import HttpPostUploader
 from keilib.worker import Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, Optional, Tuple
 
 logger = logging.getLogger("kei.demo")
 

@@ -104,14 +104,18 @@ carry (a programming error, not bad input).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import enum
 import struct
+from collections import namedtuple
 from decimal import Decimal
-from typing import Iterable, NamedTuple, Optional, Sequence, Tuple, Union
 
 from keilib.errors import FrameError
+from keilib.frozen import Frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Iterable, Optional, Sequence, Tuple, Union
 
 EHD = b"\x10\x81"
 HEADER_LEN = 12
@@ -216,18 +220,19 @@ def eoj_class(eoj: int) -> int:
 # ---------------------------------------------------------------- frames
 
 
-@dataclasses.dataclass(frozen=True)
-class Property:
+class Property(Frozen):
     """One EPC with its EDT (empty for a Get request or an accepted Set)."""
 
+    __slots__ = ("epc", "edt")
+    DEFAULTS = {"edt": b""}
     epc: int
-    edt: bytes = b""
+    edt: bytes
 
 
-@dataclasses.dataclass(frozen=True)
-class Frame:
+class Frame(Frozen):
     """One format-1 ECHONET Lite frame.  ``properties`` is a tuple of Property."""
 
+    __slots__ = ("tid", "seoj", "deoj", "esv", "properties")
     tid: int
     seoj: int
     deoj: int
@@ -396,7 +401,8 @@ def is_value(value: object) -> bool:
     return not isinstance(value, NoValue)
 
 
-Raw = Union[int, NoValue]
+if TYPE_CHECKING:
+    Raw = Union[int, NoValue]
 
 # Codes of section 2.2/2.3.
 ENERGY_NO_DATA = 0xFFFFFFFE
@@ -416,33 +422,39 @@ HISTORY2_MAX_POINTS = {0xEC: 12, 0xED: 12, 0xEE: 10, 0xEF: 10}
 # ---------------------------------------------------------------- typed values
 
 
-class StandardVersion(NamedTuple):
+class StandardVersion(namedtuple("StandardVersion", "release revision")):
+    __slots__ = ()
     release: str   # 'F', 'R', ...
     revision: int
 
 
-class EnergyUnit(NamedTuple):
+class EnergyUnit(namedtuple("EnergyUnit", "code kwh")):
+    __slots__ = ()
     code: int       # the E1 byte
     kwh: Decimal    # kWh per raw count (before D3)
 
 
-class Currents(NamedTuple):
+class Currents(namedtuple("Currents", "r t")):
+    __slots__ = ()
     r: Union[float, NoValue]   # R phase, amperes
     t: Union[float, NoValue]   # T phase, amperes (NO_DATA on single-phase 2-wire)
 
 
-class FixedTimeEnergy(NamedTuple):
+class FixedTimeEnergy(namedtuple("FixedTimeEnergy", "timestamp raw")):
+    __slots__ = ()
     timestamp: datetime.datetime   # the meter's local time of the reading
     raw: Raw
 
 
-class FixedTimeEnergyPair(NamedTuple):
+class FixedTimeEnergyPair(namedtuple("FixedTimeEnergyPair", "timestamp normal reverse")):
+    __slots__ = ()
     timestamp: datetime.datetime
     normal: Raw
     reverse: Raw
 
 
-class DailyHistory(NamedTuple):
+class DailyHistory(namedtuple("DailyHistory", "day values")):
+    __slots__ = ()
     day: Raw                  # days before today (0..99); NO_DATA = default 0x00FF (E5 never set)
     values: Tuple[Raw, ...]   # 48 half-hour values, 00:00 first
 
@@ -459,7 +471,8 @@ class DailyHistory(NamedTuple):
         return [base + datetime.timedelta(minutes=30 * index) for index in range(len(self.values))]
 
 
-class EnergyHistory(NamedTuple):
+class EnergyHistory(namedtuple("EnergyHistory", "timestamp step_minutes pairs")):
+    __slots__ = ()
     timestamp: Optional[datetime.datetime]   # newest point; None = default (never set)
     step_minutes: int                        # 30 for EC, 1 for EE
     pairs: Tuple[Tuple[Raw, Raw], ...]       # (normal, reverse), newest first
@@ -473,7 +486,8 @@ class EnergyHistory(NamedTuple):
                 for index, (normal, reverse) in enumerate(self.pairs)]
 
 
-class HistoryRequest(NamedTuple):
+class HistoryRequest(namedtuple("HistoryRequest", "timestamp count")):
+    __slots__ = ()
     timestamp: Optional[datetime.datetime]   # None = the default value FF..FF
     count: int
 
@@ -1040,15 +1054,15 @@ STORAGE_BATTERY = 0x027D01
 SOLAR = 0x027901
 
 
-class Code(NamedTuple):
+class Code(namedtuple("Code", "code name")):
     """A property whose value is one of a list of codes (an operating mode)."""
 
+    __slots__ = ()
     code: int      # the byte on the wire, e.g. 0x42
     name: str      # the Appendix's meaning, e.g. 'charging'
 
 
-@dataclasses.dataclass(frozen=True)
-class PropertySpec:
+class PropertySpec(Frozen):
     """One property of a LAN device class, as the Appendix defines it.
 
     ``kind``: 'uint' / 'int' (a measured number: ``raw x scale`` in ``unit``,
@@ -1057,14 +1071,16 @@ class PropertySpec:
     each code to its name).
     """
 
+    __slots__ = ("name", "kind", "size", "unit", "scale", "minimum", "maximum", "codes")
+    DEFAULTS = {"unit": "", "scale": Decimal(1), "minimum": 0, "maximum": 0, "codes": ()}
     name: str
     kind: str
     size: int
-    unit: str = ""
-    scale: Decimal = Decimal(1)
-    minimum: int = 0
-    maximum: int = 0
-    codes: Tuple[Tuple[int, object], ...] = ()
+    unit: str
+    scale: Decimal
+    minimum: int
+    maximum: int
+    codes: Tuple[Tuple[int, object], ...]
 
 
 def _measure(name: str, size: int, unit: str, maximum: int, scale: str = "1",
@@ -1222,9 +1238,10 @@ def record_value(value) -> Optional[Union[int, float]]:
 # Node profile: more of its properties, for discovery and for answering it.
 
 
-class NodeVersion(NamedTuple):
+class NodeVersion(namedtuple("NodeVersion", "major minor")):
     """Node profile 0x82: the ECHONET Lite version (1.13 -> major 1, minor 13)."""
 
+    __slots__ = ()
     major: int
     minor: int
 

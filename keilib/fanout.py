@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import logging
 import queue
-from typing import Any, Callable, List, Optional
 
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, List, Optional
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,11 @@ A file rewritten every minute for display only skips both: the SD card wears.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from pathlib import Path
+    from typing import Union
 
 TEMP_PREFIX = ".tmp-"
 
@@ -29,14 +32,15 @@ def fsync_directory(directory: Union[str, Path]) -> None:
 def write_atomic(directory: Union[str, Path], name: str, payload: bytes, sync_dir: bool = True,
                  sync_file: bool = True) -> None:
     """Create or replace ``directory/name`` so that it is complete or absent."""
-    directory = Path(directory)
-    temp = directory / (TEMP_PREFIX + name)
+    # os.path, not pathlib: pathlib's imports (urllib, ipaddress ...) would
+    # cost every daemon half a megabyte for two joins.
+    temp = os.path.join(directory, TEMP_PREFIX + name)
     with open(temp, "wb") as handle:
         handle.write(payload)
         if sync_file:
             handle.flush()
             os.fsync(handle.fileno())
-    os.replace(temp, directory / name)
+    os.replace(temp, os.path.join(directory, name))
     if sync_dir:
         fsync_directory(directory)
 
@@ -44,5 +48,5 @@ def write_atomic(directory: Union[str, Path], name: str, payload: bytes, sync_di
 def replace_file(path: Union[str, Path], payload: bytes, sync_dir: bool = True,
                  sync_file: bool = True) -> None:
     """``write_atomic`` for a path."""
-    path = Path(path)
-    write_atomic(path.parent, path.name, payload, sync_dir=sync_dir, sync_file=sync_file)
+    directory, name = os.path.split(os.path.abspath(path))
+    write_atomic(directory, name, payload, sync_dir=sync_dir, sync_file=sync_file)

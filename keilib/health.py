@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 class Health:
@@ -38,8 +41,9 @@ class Health:
         self.stamps: Dict[str, float] = {}
         self.states: Dict[str, str] = {}
         self.readings: Dict[Tuple[str, str], Tuple[Any, float, float]] = {}
-        # Called when a state changes (the launcher wakes its main loop, which
-        # rewrites the status file): a link going down shows without a poll.
+        # Called when a state changes or a sensor gives its first reading (the
+        # launcher wakes its main loop, which rewrites the status file): a link
+        # going down, or the first E7 after a join, shows without a poll.
         self.on_state_change: Optional[Callable[[], None]] = None
 
     def count(self, name: str, n: int = 1) -> None:
@@ -62,8 +66,11 @@ class Health:
         """Remember ``record`` as the last of its (unit, sensor), with its
         own time (epoch seconds, from its naive local timestamp) and the
         moment it was seen."""
-        self.readings[(record.unit, record.sensor)] = (
-            record.value, record.timestamp.timestamp(), time.time())
+        key = (record.unit, record.sensor)
+        new = key not in self.readings
+        self.readings[key] = (record.value, record.timestamp.timestamp(), time.time())
+        if new and self.on_state_change is not None:
+            self.on_state_change()          # a sensor's first reading shows at once too
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:

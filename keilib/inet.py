@@ -13,11 +13,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from typing import Any, Tuple, Union
 
 from keilib.errors import ConfigError
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Tuple, Union
+
+if TYPE_CHECKING:
+    IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}\Z")     # what Linux allows, less '/' and spaces
 
 

@@ -58,12 +58,15 @@ import logging
 import socket
 import time
 import urllib.parse
-from typing import Any, Dict, Optional, Tuple
 
 from keilib import lineprotocol
 from keilib.errors import ConfigError
 from keilib.output import Outcome, SpooledOutput
 from keilib.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

@@ -54,7 +54,6 @@ as Route B, ``keilib.echonet``) and records what the devices measure:
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import ipaddress
 import logging
@@ -63,7 +62,7 @@ import re
 import select
 import socket
 import struct
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
 
 from keilib import echonet as el
 from keilib import inet, validate
@@ -71,6 +70,10 @@ from keilib.clock import Clock
 from keilib.errors import ConfigError, DeviceError, FrameError
 from keilib.record import Record
 from keilib.worker import POLL_SECONDS, Backoff, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, List, Optional, Tuple, Union
 
 logger = logging.getLogger(__name__)
 
@@ -456,8 +459,8 @@ class EchonetLanReader(Worker):
             if device is not None:
                 # only what the configuration reads for this class
                 wanted = self.epcs.get(el.eoj_class(device.eoj), ())
-                self.record(device, dataclasses.replace(
-                    frame, properties=tuple(p for p in frame.properties if p.epc in wanted)))
+                self.record(device, frame.replace(
+                    properties=tuple(p for p in frame.properties if p.epc in wanted)))
                 self.health.count("notifications")
             return
         if frame.esv not in (el.ESV.GET_RES, el.ESV.GET_SNA):

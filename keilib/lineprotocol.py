@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Tuple
 
 READING_MEASUREMENT = "kei"
 SECONDS = "s"

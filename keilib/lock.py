@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Optional
 
 LOCK_NAME = "kei.lock"
 

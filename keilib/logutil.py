@@ -33,7 +33,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Dict, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, Dict, Optional, Tuple
 
 # -- rate limiting ---------------------------------------------------------------
 

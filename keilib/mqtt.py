@@ -50,13 +50,17 @@ import queue
 import re
 import socket
 import threading
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 from keilib import __version__
 from keilib.clock import Clock
 from keilib.errors import ConfigError
 from keilib.record import HISTORY_DATA_ID, Record, format_value
 from keilib.worker import Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["MqttPublisher", "METER_ENTITIES"]
 

@@ -22,12 +22,15 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Dict, List, Optional
 
 from keilib.broute import BrouteReader, State
 from keilib.echonet import EPC, is_value
 from keilib.errors import ConfigError
 from keilib.skstack import BP35A1, BP35C2, SkDevice, WiSunRL7023
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, List, Optional
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1

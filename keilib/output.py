@@ -47,12 +47,15 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
 
 from keilib.clock import Clock
 from keilib.errors import ConfigError
 from keilib.spool import DEFAULT_MAX_BATCH_BYTES, Batch, Spool, SpoolQueue
 from keilib.worker import POLL_SECONDS, Backoff, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

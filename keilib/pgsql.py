@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, Dict, List, Optional, Tuple
 
 from keilib import validate
 from keilib.clock import Clock
 from keilib.errors import ConfigError
 from keilib.sql import SqlRecorder
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

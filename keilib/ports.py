@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import Any, Optional
 
 import serial
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Optional
 
 SIM_HANDLER_PACKAGE = "keilib.sim"
 # Baud rates a config may ask for: what a UART or USB serial adapter can be set to.

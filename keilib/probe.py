@@ -36,13 +36,16 @@ import platform
 import re
 import sys
 import tempfile
-from typing import Any, List, Optional
 
 from keilib import __version__, oneshot
 from keilib.errors import ConfigError, DeviceError, DeviceGone, DeviceTimeout
 from keilib.ports import port_in_use
 from keilib.skstack import SkDevice, WiSunRL7023
 from keilib.transcript import Masker, RecordingPort, TranscriptWriter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, List, Optional
 
 # One Get per property the reader records (the factors D3, D7, E1 come first
 # at every join); a long cycle: each is asked once.

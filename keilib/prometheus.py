@@ -50,11 +50,14 @@ import logging
 import math
 import re
 import threading
-from typing import Any, Dict, Optional, Tuple
 
 from keilib.errors import ConfigError
 from keilib.record import HISTORY_DATA_ID, Record
 from keilib.worker import Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

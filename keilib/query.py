@@ -30,9 +30,12 @@ import datetime
 import os
 import sqlite3
 import sys
-from typing import Optional, Sequence, Tuple
 
 from keilib.sql import DEFAULT_DATABASE, epoch, local_time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Optional, Sequence, Tuple
 
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 

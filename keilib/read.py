@@ -24,12 +24,15 @@ import argparse
 import json
 import logging
 import sys
-from typing import List, Optional
 
 from keilib import oneshot
 from keilib.broute import MAX_EPCS_PER_FRAME, REQUESTABLE
 from keilib.errors import ConfigError
 from keilib.ports import port_in_use
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import List, Optional
 
 
 

@@ -25,7 +25,12 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from typing import Any, Sequence, Tuple
+
+from keilib.frozen import Frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Sequence
 
 TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
 # The data id of readings taken from a meter's history (back-fill), not live:
@@ -51,16 +56,16 @@ def format_value(value: float) -> str:
     return repr(round(float(value), 4))
 
 
-class Record:
+class Record(Frozen):
     """One reading.  ``timestamp`` is naive local time (see module doc).
 
-    Immutable, compared and hashed by its fields.  A plain class with slots
-    rather than a dataclass: one is made per reading, and ``dataclasses``
-    (with ``inspect``) would be the heaviest import of a serial-only box.
+    Immutable, compared and hashed by its fields (``keilib.frozen``: no
+    dataclass, whose import would be the heaviest of a serial-only box).
+    Its own constructor: one is made per reading, and each is checked.
     """
 
     __slots__ = ("timestamp", "unit", "sensor", "value", "data_id")
-    FIELDS: Tuple[str, ...] = __slots__
+    FIELDS = __slots__
 
     def __init__(self, timestamp: datetime.datetime, unit: str, sensor: str, value: float,
                  data_id: str = "x") -> None:
@@ -87,30 +92,6 @@ class Record:
         if not -VALUE_LIMIT < self.value < VALUE_LIMIT:
             raise ValueError("value must be within +-1e15 (at most 15 integer digits), got %s"
                              % _short(self.value))
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.FIELDS)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("%s is immutable: cannot set %r" % (type(self).__name__, name))
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("%s is immutable: cannot delete %r" % (type(self).__name__, name))
-
-    def __eq__(self, other: Any) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return "%s(%s)" % (type(self).__name__,
-                           ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.FIELDS))
-
-    def __reduce__(self) -> tuple:
-        return type(self), self._values()
 
     def to_raw_line(self) -> str:
         """The raw-file line, without the newline."""

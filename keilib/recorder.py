@@ -54,7 +54,6 @@ import logging
 import os
 import queue
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional
 
 from keilib.average import Aggregate, WindowAverager
 from keilib.clock import Clock
@@ -62,6 +61,10 @@ from keilib import validate
 from keilib.logutil import LogLimiter
 from keilib.record import Record, format_value
 from keilib.worker import Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Deque, Dict, List, Optional
 
 logger = logging.getLogger(__name__)
 

@@ -37,11 +37,16 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
+
+# The wedge rule lives with Worker: ``kei status`` applies it without systemd.
+from keilib.worker import wedged_workers
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STEP_LIMIT = 300.0      # seconds; see the module docstring
 IDLE = float("inf")             # tick(): nothing to do until something changes
 
 
@@ -102,22 +107,6 @@ def watchdog_interval(environ: Mapping[str, str] = os.environ) -> Optional[float
 
 def _state_name(state: Any) -> str:
     return str(getattr(state, "value", state))
-
-
-def wedged_workers(supervised: Iterable[Any], now: float) -> List[Tuple[str, float]]:
-    """(label, seconds in the current step) of every running worker whose
-    step has outlasted its ``STEP_LIMIT``.  ``supervised``: the launcher's
-    records, each with ``instance`` (a Worker or None) and ``spec.label``."""
-    wedged = []
-    for sup in supervised:
-        worker = sup.instance
-        since = getattr(worker, "step_since", None)
-        if worker is None or since is None or not worker.is_alive():
-            continue
-        limit = getattr(worker, "STEP_LIMIT", DEFAULT_STEP_LIMIT)
-        if now - since > limit:
-            wedged.append((sup.spec.label, now - since))
-    return wedged
 
 
 def summary(supervised: Iterable[Any], wedged: List[Tuple[str, float]]) -> str:

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import List, NamedTuple, Optional, Tuple, Union
+from collections import namedtuple
 
 from keilib.errors import ProtocolError
 from keilib.record import VALUE_LIMIT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import List, Optional, Tuple, Union
 
 ID_PATTERN = r"[A-Za-z0-9_-]+\Z"
 _ID_RE = re.compile(ID_PATTERN)
@@ -61,9 +65,10 @@ def show(raw: bytes) -> str:
 
 # -- the codec (pure) ---------------------------------------------------------
 
-class Reading(NamedTuple):
+class Reading(namedtuple("Reading", "unit sensor value data_id")):
     """One parsed line.  ``data_id`` is None when the line had no DATAID."""
 
+    __slots__ = ()
     unit: str
     sensor: str
     value: Union[int, float]

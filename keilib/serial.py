@@ -52,7 +52,6 @@ import collections
 import logging
 import queue
 import threading
-from typing import Any, Deque, Dict, Optional, Tuple
 
 import serial  # pyserial (absolute import: this module is keilib.serial)
 
@@ -65,6 +64,10 @@ from keilib.record import Record
 # The codec, re-exported: configs and tests written against keilib.serial keep working.
 from keilib.sensorline import ID_PATTERN, VALUE_LIMIT, LineSplitter, Reading, parse_line, show  # noqa: F401
 from keilib.worker import Backoff, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Deque, Dict, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

@@ -37,20 +37,23 @@ in what it sends and in echoes it receives.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 import serial
 
 from keilib import validate
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import DeviceError, DeviceGone, DeviceTimeout
+from keilib.frozen import Frozen
 from keilib.logutil import LogLimiter
 from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, is_local_device, open_port
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 logger = logging.getLogger(__name__)
 
@@ -62,26 +65,29 @@ MAX_LINE = 2048
 
 # -- parsed items (what the module says) -------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Ok:
-    value: Optional[str] = None
+class Ok(Frozen):
+    __slots__ = ("value",)
+    DEFAULTS = {"value": None}
+    value: Optional[str]
 
 
-@dataclasses.dataclass(frozen=True)
-class Fail:
+class Fail(Frozen):
+    __slots__ = ("code",)
     code: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Event:
+class Event(Frozen):
+    __slots__ = ("num", "sender", "side", "param")
+    DEFAULTS = {"side": None, "param": None}
     num: int
     sender: str
-    side: Optional[int] = None
-    param: Optional[int] = None
+    side: Optional[int]
+    param: Optional[int]
 
 
-@dataclasses.dataclass(frozen=True)
-class ErxUdp:
+class ErxUdp(Frozen):
+    __slots__ = ("sender", "dest", "rport", "lport", "sender_mac", "secured", "data", "side", "rssi")
+    DEFAULTS = {"side": None, "rssi": None}
     sender: str
     dest: str
     rport: int
@@ -89,52 +95,54 @@ class ErxUdp:
     sender_mac: str
     secured: bool
     data: bytes
-    side: Optional[int] = None
-    rssi: Optional[int] = None
+    side: Optional[int]
+    rssi: Optional[int]
 
 
-@dataclasses.dataclass(frozen=True)
-class PanDesc:
+class PanDesc(Frozen):
+    __slots__ = ("channel", "channel_page", "pan_id", "addr", "lqi", "pair_id", "side")
+    DEFAULTS = {"pair_id": None, "side": None}
     channel: int
     channel_page: int
     pan_id: int
     addr: str
     lqi: int
-    pair_id: Optional[str] = None
-    side: Optional[int] = None
+    pair_id: Optional[str]
+    side: Optional[int]
 
 
-@dataclasses.dataclass(frozen=True)
-class Info:
+class Info(Frozen):
     """A body line of a command: EVER, EAPPVER, EINFO, ESREG, EPONG, EADDR ..."""
 
+    __slots__ = ("name", "args")
     name: str
     args: Tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class Address:
+class Address(Frozen):
     """SKLL64's answer: a bare IPv6 address line."""
 
+    __slots__ = ("ipv6",)
     ipv6: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Text:
+class Text(Frozen):
     """Any other printable line: an echo of a command, or a line we do not know."""
 
+    __slots__ = ("line",)
     line: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Unknown:
+class Unknown(Frozen):
     """A line that is not printable ASCII, or a malformed event."""
 
+    __slots__ = ("raw", "reason")
     raw: bytes
     reason: str
 
 
-Item = Union[Ok, Fail, Event, ErxUdp, PanDesc, Info, Address, Text, Unknown]
+if TYPE_CHECKING:
+    Item = Union[Ok, Fail, Event, ErxUdp, PanDesc, Info, Address, Text, Unknown]
 
 _HEX = re.compile(rb"^[0-9A-Fa-f]+$")
 _EOL = re.compile(rb"[\r\n]")
@@ -374,10 +382,10 @@ class Cancelled(Exception):
     """The owner asked to stop (``SkDevice.interrupt`` was set) during a wait."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ModuleKind:
+class ModuleKind(Frozen):
     """What distinguishes one module family from another (data, not code)."""
 
+    __slots__ = ("name", "dual", "has_ropt")
     name: str
     dual: bool            # SIDE arguments and fields (B-route side 0)
     has_ropt: bool        # ROPT/WOPT exist (ROHM parts); RL7023 prints hex always

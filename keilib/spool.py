@@ -38,14 +38,16 @@ import logging
 import os
 import queue
 import threading
-import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
 # write_atomic is called through this module's name (tests make it fail here).
 from keilib.files import TEMP_PREFIX, fsync_directory, write_atomic  # noqa: F401
 from keilib.worker import STOP_WAKE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +205,8 @@ class Spool:
         """Store one item durably; returns its unit name."""
         self.ensure_open()
         name = "%012d%s" % (self._next_seq, ITEM)
-        unit = {"fname": fname, "parts": [[uuid.uuid4().hex, data]]}
+        # 128 random bits, as uuid4 has (uuid would import platform: 200 kB).
+        unit = {"fname": fname, "parts": [[os.urandom(16).hex(), data]]}
         write_atomic(self.directory, name, json.dumps(unit, ensure_ascii=False).encode("utf-8"))
         self._next_seq += 1
         self._units[name] = (fname, len(data.encode("utf-8")))

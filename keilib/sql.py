@@ -73,7 +73,6 @@ import logging
 import os
 import queue
 import sqlite3
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from keilib import validate
 from keilib.average import Aggregate
@@ -81,6 +80,10 @@ from keilib.clock import Clock
 from keilib.errors import ConfigError
 from keilib.record import Record
 from keilib.worker import Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

@@ -22,18 +22,20 @@ the JSON), and exits:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from keilib import __version__
 from keilib.files import TEMP_PREFIX, replace_file
 from keilib.logutil import redact
-from keilib.sdnotify import wedged_workers
+from keilib.worker import wedged_workers
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +95,10 @@ class StatusFile:
     def tick(self, supervised: Iterable[Any]) -> float:
         supervised = list(supervised)
         now = self.monotonic()
-        # A worker's state or a reader's link state changing is worth writing at once.
-        states = [(_state_name(sup.state), dict(getattr(_health(sup), "states", {})).get("link"))
+        # A worker's state or a reader's link state changing, or a new sensor,
+        # is worth writing at once.
+        states = [(_state_name(sup.state), dict(getattr(_health(sup), "states", {})).get("link"),
+                   len(getattr(_health(sup), "readings", ())))
                   for sup in supervised]
         if now >= self.next_write or states != self.last_states:
             self.write(self.snapshot(supervised))
@@ -204,6 +208,7 @@ def table(data: Dict[str, Any], verdict: int, problems: List[str], now: float) -
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    import argparse         # only for the command, not in the daemon that writes the file
     parser = argparse.ArgumentParser(prog="kei status", description=(
         "Show how the running kei is (from %s in its work directory). Exit 0 healthy, "
         "1 degraded, 2 not running." % STATUS_FILE))

@@ -31,7 +31,10 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any, Callable, List, Optional, TextIO, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Callable, List, Optional, TextIO, Tuple
 
 HEADER = "# kei probe transcript, format 1"
 METER_MAC = "0000000000000001"

@@ -67,7 +67,6 @@ import logging
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any, Optional, Tuple
 
 from keilib.errors import ConfigError
 from keilib.output import Outcome, SpooledOutput, positive
@@ -75,6 +74,10 @@ from keilib.output import Outcome, SpooledOutput, positive
 from keilib.spool import (BATCH, DEFAULT_MAX_BATCH_BYTES, ITEM, TEMP_PREFIX, Batch,  # noqa: F401
                           Spool, batch_id, split_id, split_lines, write_atomic)
 from keilib.worker import backoff_delay  # noqa: F401 - the one backoff rule, re-exported
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,20 @@ from __future__ import annotations
 import math
 import queue
 import re
-from typing import Any, Iterable, Optional, Pattern, Union
 
 from keilib.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Iterable, Optional, Pattern, Union
 
 # What php/upload.php and php/index.php accept as the <base> of
 # YYYYMMDD-<base>.txt and sumYYYYMMDD-<base>.txt (index.php's
 # GRAPH_BASE_PATTERN; upload.php allows names up to 100 characters).
 FILE_NAME_PART = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")
 
-Number = Union[int, float]
+if TYPE_CHECKING:
+    Number = Union[int, float]
 
 
 def _shown(value: Any) -> str:

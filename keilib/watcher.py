@@ -88,8 +88,8 @@ import queue
 import socket
 import ssl
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
+from collections.abc import Mapping
 
 from keilib import validate
 from keilib.clock import Clock
@@ -97,6 +97,10 @@ from keilib.errors import ConfigError
 from keilib.logutil import LogLimiter, redact
 from keilib.record import HISTORY_DATA_ID, Record, format_value
 from keilib.worker import Backoff, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["Watcher", "RULE_KINDS"]
 

@@ -44,16 +44,41 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Optional
 
 from keilib import validate                     # issue 17.3
 from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.health import Health, Registry
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
+    import random
+    from typing import Any, Iterable, List, Optional, Tuple
+
 logger = logging.getLogger(__name__)
 
 # Longest single block on a port, or on a queue the worker does not own.
 POLL_SECONDS = 0.5
+
+
+# The watchdog's wedge rule (keilib.sdnotify explains the 300 s): a worker
+# class whose steps may legitimately take longer sets its own STEP_LIMIT.
+DEFAULT_STEP_LIMIT = 300.0
+
+
+def wedged_workers(supervised: Iterable[Any], now: float) -> List[Tuple[str, float]]:
+    """(label, seconds in the current step) of every running worker whose
+    step has outlasted its ``STEP_LIMIT``.  ``supervised``: the launcher's
+    records, each with ``instance`` (a Worker or None) and ``spec.label``."""
+    wedged = []
+    for sup in supervised:
+        worker = sup.instance
+        since = getattr(worker, "step_since", None)
+        if worker is None or since is None or not worker.is_alive():
+            continue
+        limit = getattr(worker, "STEP_LIMIT", DEFAULT_STEP_LIMIT)
+        if now - since > limit:
+            wedged.append((sup.spec.label, now - since))
+    return wedged
 
 
 class _StopWake:

@@ -164,3 +164,18 @@ class WedgedWorker(Worker):
                 with open(self.marker, "a") as handle:
                     handle.write("back %r\n" % time.monotonic())
         self.wait(0.2)
+
+
+class NeedsMissingPackage(Worker):
+    """Declares an optional package that is not installed anywhere."""
+
+    REQUIRES = [("kei_no_such_package", "pip install kei-no-such-package", "sudo apt install python3-none")]
+
+    def step(self):
+        self.wait(1)
+
+
+class NeedsBrokenPackage(NeedsMissingPackage):
+    """Declares a package that is present but fails to import."""
+
+    REQUIRES = [("kei_broken_package", "pip install kei-broken-package", "sudo apt install python3-none")]

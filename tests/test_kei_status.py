@@ -127,7 +127,7 @@ def test_a_status_file_not_rewritten_means_a_stuck_main_loop(tmp_path):
     assert verdict == 1 and problems == ["r: no reading for 17 min"]
 
 
-def test_a_state_change_wakes_the_main_loop_once_per_change():
+def test_a_state_change_or_a_new_sensor_wakes_the_main_loop_once():
     # The launcher sleeps a minute between status rewrites: a reader's link
     # state changing must wake it (once, not at every repeat of the same state).
     from keilib.health import Health
@@ -140,3 +140,11 @@ def test_a_state_change_wakes_the_main_loop_once_per_change():
     health.state("link", "POLL")
     health.count("frames")
     assert wakes == [{"link": "SCAN"}, {"link": "POLL"}]
+    # a sensor's first reading wakes it too; its next readings do not
+    import datetime
+    from keilib.record import Record
+    now = datetime.datetime(2026, 12, 1, 12, 0, 0)
+    health.reading(Record(now, "BR", "E7", 420))
+    health.reading(Record(now, "BR", "E7", 430))
+    health.reading(Record(now, "BR", "E8", 4.5))
+    assert len(wakes) == 4
