@@ -407,3 +407,72 @@ def test_a_25_minute_step_back_averages_every_repeated_reading(rig, fake_clock, 
     uploaded = "".join(upload_que.get(timeout=2)[1] for _ in range(2))
     assert uploaded.splitlines() == lines(tmp / "sum20261201-mylog.txt")[1:]
     assert "late reading" not in caplog.text and "the clock went back" in caplog.text
+
+
+class SyncSpy:
+    """Wraps the real os.fdatasync (the sync still happens) and notes, for
+    each call, the real time and how many bytes the file then held."""
+
+    def __init__(self, monkeypatch):
+        self.real = os.fdatasync
+        self.calls = []
+        monkeypatch.setattr(os, "fdatasync", self)
+
+    def __call__(self, fd):
+        self.real(fd)
+        self.calls.append((time.monotonic(), os.fstat(fd).st_size))
+
+    def synced_bytes(self):
+        return max((size for _, size in self.calls), default=0)
+
+
+def test_written_lines_reach_storage_within_the_sync_time_in_few_syncs(tmp_path, fake_clock, monkeypatch):
+    spy = SyncSpy(monkeypatch)
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="dur", directory=str(tmp_path), clock=fake_clock,
+                            sync_seconds=0.5)
+    raw = tmp_path / fake_clock.now().strftime("%Y%m%d-dur.txt")
+
+    def size():
+        return raw.stat().st_size if raw.exists() else 0
+
+    recorder.start()
+    try:
+        # A lone reading is synced at once (the last sync is long past).
+        record_que.put(Record(fake_clock.now(), "U", "S", 1))
+        wait_for(lambda: spy.synced_bytes() == size() > 0, timeout=5)
+        first_syncs = len(spy.calls)
+        # A stream: 300 readings over about a second are synced a few times, not 300.
+        for index in range(300):
+            record_que.put(Record(fake_clock.now(), "U", "S", index))
+            time.sleep(0.003)
+        wait_for(lambda: len(lines(raw)) == 301 and spy.synced_bytes() == size(), timeout=5,
+                 message="the last line synced without any new record to wake the recorder")
+        stream_syncs = len(spy.calls) - first_syncs
+    finally:
+        assert recorder.stop(5)
+    assert first_syncs == 1
+    assert 1 <= stream_syncs <= 8, stream_syncs
+
+
+def test_sync_seconds_none_leaves_it_to_the_kernel_as_keilog(tmp_path, fake_clock, monkeypatch):
+    spy = SyncSpy(monkeypatch)
+    record_que = queue.Queue()
+    recorder = FileRecorder(record_que, fname_base="nos", directory=str(tmp_path), clock=fake_clock,
+                            sync_seconds=None)
+    recorder.start()
+    try:
+        record_que.put(Record(fake_clock.now(), "U", "S", 1))
+        wait_for(lambda: lines(tmp_path / fake_clock.now().strftime("%Y%m%d-nos.txt")), timeout=5)
+        time.sleep(0.3)
+        assert spy.calls == []
+    finally:
+        assert recorder.stop(5)
+    assert len(spy.calls) == 2             # at stop, as the files close: raw and 10-minute file
+
+
+@pytest.mark.parametrize("value", [-1, 61, "0.5", True])
+def test_bad_sync_seconds_is_refused(tmp_path, value):
+    from keilib.errors import ConfigError
+    with pytest.raises(ConfigError, match="sync_seconds"):
+        FileRecorder(queue.Queue(), fname_base="x", directory=str(tmp_path), sync_seconds=value)
