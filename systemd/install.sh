@@ -42,6 +42,18 @@ if ! /usr/bin/python3 -c "import serial, requests" 2>/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-serial python3-requests >/dev/null
 fi
 
+# 1b. Byte-compile the code, as the clone's owner: the service user may not
+# write __pycache__ there, and would then compile every module at every start
+# (slower, and more memory).  After a git pull, run this script again.
+owner=$(stat -c %U "$code_dir")
+if [ "$owner" != "$(id -un)" ] && command -v runuser >/dev/null 2>&1; then
+    runuser -u "$owner" -- /usr/bin/python3 -m compileall -q "$code_dir/keilib" >/dev/null ||
+        say "could not byte-compile $code_dir/keilib as $owner (kei still runs, compiling at each start)"
+else
+    /usr/bin/python3 -m compileall -q "$code_dir/keilib" >/dev/null ||
+        say "could not byte-compile $code_dir/keilib (kei still runs, compiling at each start)"
+fi
+
 # 2. The user, allowed to open serial ports.
 if ! id "$user" >/dev/null 2>&1; then
     say "creating the system user $user"
@@ -70,9 +82,16 @@ fi
 (cd "$state_dir" && $as_user /usr/bin/python3 "$code_dir/kei.py" --check) ||
     fail "the config does not pass kei.py --check (see above); fix $state_dir/keiconf.py and run me again"
 
-# 5. The unit, pointing at this clone.
+# 5. The unit, pointing at this clone.  ProtectHome=yes hides /home (and
+# /root, /run/user) from the service: a clone there (/home/pi/kei) must stay
+# readable, so home directories become read-only instead of hidden.
+protect_home=yes
+case "$code_dir/" in
+    /home/*|/root/*|/run/user/*) protect_home=read-only ;;
+esac
 sed -e "s#/opt/kei#$code_dir#g" -e "s#/var/lib/kei#$state_dir#g" \
     -e "s#^User=kei#User=$user#" -e "s#^Group=kei#Group=$group#" \
+    -e "s#^ProtectHome=yes#ProtectHome=$protect_home#" \
     "$code_dir/systemd/kei.service" > "$unit_dir/kei.service"
 say "unit installed: $unit_dir/kei.service"
 $systemctl daemon-reload

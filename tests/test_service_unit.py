@@ -141,6 +141,12 @@ def test_install_script_sets_up_the_service_in_one_command(tmp_path):
     assert "WorkingDirectory=%s" % state in unit_text and "User=root" in unit_text
     assert calls.read_text().splitlines() == ["daemon-reload", "enable --now kei"]
     assert "Its log: tail -f %s/kei.log" % state in result.stdout
+    assert "ProtectHome=yes" in unit_text                 # a clone outside /home stays hidden from it
+    # The code is byte-compiled for the system's Python: the service user may
+    # not write __pycache__ in the clone, and would compile at every start.
+    tag = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True, timeout=30).stdout.strip()
+    assert (REPO / "keilib" / "__pycache__" / ("daemon.%s.pyc" % tag)).is_file()
     # A second run keeps the config it finds (never overwrites a user's edits).
     installed.write_text(installed.read_text() + "# edited on the box\n")
     again = subprocess.run(["sh", str(REPO / "systemd" / "install.sh"), str(config)], env=env,
@@ -154,3 +160,37 @@ def test_install_script_sets_up_the_service_in_one_command(tmp_path):
                          text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 1 and "does not pass kei.py --check" in bad.stderr
     assert not (units / "kei.service").exists()
+
+
+def test_install_script_keeps_a_clone_in_home_readable(tmp_path):
+    """ProtectHome=yes would hide /home/pi/kei from the service: a clone there
+    gets ProtectHome=read-only."""
+    import os
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("the install script runs as root")
+    if not Path("/usr/bin/python3").exists() or not Path("/home").is_dir():
+        pytest.skip("needs the system's /usr/bin/python3 and a /home")
+    home_clone = Path(tempfile.mkdtemp(prefix="kei-install-test-", dir="/home"))
+    try:
+        clone = home_clone / "kei"
+        shutil.copytree(REPO, clone, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "test-artifacts", "__pycache__", "demo-data", "*.log"))
+        state, units = tmp_path / "state", tmp_path / "units"
+        units.mkdir()
+        fake_systemctl = tmp_path / "systemctl"
+        fake_systemctl.write_text("#!/bin/sh\nexit 0\n")
+        fake_systemctl.chmod(0o755)
+        config = tmp_path / "keiconf.py"
+        config.write_text((REPO / "keiconf_serial.py").read_text())
+        env = dict(os.environ, KEI_USER="root", KEI_STATE_DIR=str(state), KEI_UNIT_DIR=str(units),
+                   KEI_SYSTEMCTL=str(fake_systemctl))
+        result = subprocess.run(["sh", str(clone / "systemd" / "install.sh"), str(config)], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        unit_text = (units / "kei.service").read_text()
+        assert "ExecStart=/usr/bin/python3 %s/kei.py" % clone in unit_text
+        assert "ProtectHome=read-only" in unit_text and "ProtectHome=yes" not in unit_text
+    finally:
+        shutil.rmtree(home_clone, ignore_errors=True)
