@@ -173,9 +173,11 @@ def test_example_config_reads_simulated_devices(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             raw = lambda: "".join(read_text(p) for p in tmp_path.glob("2*-home.txt"))  # noqa: E731
-            wait_for(lambda: all(",%s,80,1," % unit in raw() for unit in ("ecocute", "battery", "solar")),
+            # every device's switch state and one measured property each (their
+            # Get answers come in any order, so wait for all of them)
+            wait_for(lambda: all(text in raw() for text in (
+                ",ecocute,80,1,", ",battery,80,1,", ",solar,80,1,", ",battery,E4,", ",solar,E1,", ",ecocute,E1,")),
                      timeout=30)
-            assert ",battery,E4," in raw() and ",solar,E1," in raw() and ",ecocute,E1," in raw()
             kei.send_signal(signal.SIGTERM)
             assert kei.wait(timeout=10) == 0
         finally:
