@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import queue
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -804,3 +806,72 @@ def test_kill_9_while_splitting_for_a_small_endpoint_neither_loses_nor_duplicate
     for fname in expected:
         ids = posted_ids(data_dir, fname)
         assert len(ids) == len(set(ids))
+
+
+# -- HTTP details: credentials in the URL, redirects, proxies ---------------------
+
+@pytest.fixture
+def recording_server():
+    """A real HTTP server on loopback that notes every request and answers
+    with the next of ``answers`` (status, headers) or 200 OK."""
+    import http.server
+
+    seen, answers = [], []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append({"line": self.requestline, "headers": dict(self.headers),
+                         "form": urllib.parse.parse_qs(body.decode("ascii"))})
+            status, headers = answers.pop(0) if answers else (200, {})
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            text = b"OK\n" if status == 200 else b"not here\n"
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield "http://127.0.0.1:%d" % httpd.server_address[1], seen, answers
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_credentials_in_the_url_go_as_basic_auth_not_into_the_host(recording_server, make_uploader, caplog):
+    base, seen, _ = recording_server
+    url = base.replace("http://", "http://kei%20box:p%40ss@") + "/kei/upload.php?site=1"
+    make_uploader(url)[1].put(["day.txt", "hello\n"])
+    wait_for(lambda: seen, message="the request")
+    assert seen[0]["line"] == "POST /kei/upload.php?site=1 HTTP/1.1"
+    assert seen[0]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"kei box:p@ss").decode()
+    assert seen[0]["form"]["data"] == ["hello\n"] and seen[0]["form"]["key"] == [KEY]
+    assert "p@ss" not in caplog.text and "p%40ss" not in caplog.text
+
+
+def test_a_redirect_is_not_followed_but_retried(recording_server, make_uploader, caplog):
+    base, seen, answers = recording_server
+    answers.append((302, {"Location": base + "/elsewhere.php"}))
+    make_uploader(base + "/upload.php")[1].put(["day.txt", "hello\n"])
+    wait_for(lambda: len(seen) == 2, message="the retry after the 302")
+    # the same POST to the same place again, never a GET to the Location
+    assert [s["line"] for s in seen] == ["POST /upload.php HTTP/1.1"] * 2
+    assert seen[1]["form"] == seen[0]["form"]
+    assert "HTTP 302" in caplog.text
+
+
+def test_the_proxy_variables_are_honoured(recording_server, make_uploader, monkeypatch):
+    base, seen, _ = recording_server
+    monkeypatch.setenv("http_proxy", base)               # the recording server is the proxy
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    make_uploader("http://upload.kei.invalid/upload.php")[1].put(["day.txt", "via proxy\n"])
+    wait_for(lambda: seen, message="the request at the proxy")
+    assert seen[0]["line"] == "POST http://upload.kei.invalid/upload.php HTTP/1.1"
+    assert seen[0]["form"]["data"] == ["via proxy\n"]
