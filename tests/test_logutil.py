@@ -232,8 +232,6 @@ def test_debug_log_never_shows_the_url_query_or_user_info(tmp_path):
         wait_for(lambda: "failed" in read_text(out_path), timeout=20, message="a failed upload")
         server.start()
         wait_for(lambda: list(data_dir.glob("sum*-redact.txt")), timeout=20, message="an upload stored")
-        wait_for(lambda: "/upload.php?%s HTTP/1.1\" 200" % REDACTED in read_text(out_path), timeout=10,
-                 message="urllib3's request line")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
@@ -241,7 +239,8 @@ def test_debug_log_never_shows_the_url_query_or_user_info(tmp_path):
         proc.wait()
         server.close()
     output = read_text(out_path)
-    assert " - DEBUG - " in output and "urllib3" in output
+    # the failures name the endpoint, without its user info and query
+    assert " - DEBUG - " in output and "upload to %s failed" % server.url("upload.php") in output
     for secret in (token, password, key):
         assert secret not in output
 
