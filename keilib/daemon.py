@@ -46,7 +46,7 @@ was queued for it.
 from __future__ import annotations
 
 import enum
-import importlib.util
+import importlib.machinery
 import logging
 import os
 import queue
@@ -55,6 +55,7 @@ import signal
 import sys
 import threading
 import time
+import types
 
 from keilib import __version__
 from keilib.errors import ConfigError
@@ -144,11 +145,16 @@ def load_config(path: str) -> Any:
     directory = os.path.dirname(os.path.abspath(path))
     if directory not in sys.path:
         sys.path.insert(0, directory)   # let a config import its neighbours
-    spec = importlib.util.spec_from_file_location("keiconf", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    # The loader by hand: importlib.util would import typing on Python 3.9
+    # (Bullseye), half a megabyte for the life of the daemon.
+    loader = importlib.machinery.SourceFileLoader("keiconf", path)
+    module = types.ModuleType("keiconf")
+    module.__file__ = path
+    module.__loader__ = loader
+    module.__spec__ = importlib.machinery.ModuleSpec("keiconf", loader, origin=path)
     sys.modules["keiconf"] = module
     try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        loader.exec_module(module)
     except SyntaxError as exc:
         raise ConfigError("%s:%s: syntax error: %s\n    %s" % (
             exc.filename, exc.lineno, exc.msg, (exc.text or "").rstrip())) from exc
@@ -343,10 +349,11 @@ def check_requirements(cls: type, where: str, load: bool = False) -> None:
     install shows too); else only find it, and the worker imports it when it
     needs it (requests, 16 MB, at the first upload)."""
     for module_name, pip_command, apt_command in getattr(cls, "REQUIRES", ()):
+        from importlib.util import find_spec      # only configs with optional packages
         try:
             if load:
                 importlib.import_module(module_name)
-            elif importlib.util.find_spec(module_name) is None:
+            elif find_spec(module_name) is None:
                 raise ImportError("No module named %r" % module_name)
         except ImportError as exc:
             raise ConfigError("%s: needs the Python package for '%s', which is missing (%s). "
@@ -646,7 +653,6 @@ def parse_args(argv: Optional[List[str]]) -> Any:
 
 def argparse_defaults() -> Any:
     """What parse_args gives for no arguments."""
-    import types
     return types.SimpleNamespace(config=None, check=False, demo=False)
 
 
