@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Needed: the suite fails without them.  (python3-serial and python3-requests:
-# the README's Quick start, which a test runs, takes them for the system's Python;
+# the README's Quick start (demo.sh), which a test runs, takes them for the system's Python;
 # tzdata: the graph page tests choose time zones; openssl: the alert mail
 # tests make a self-signed certificate for their STARTTLS server; iproute2: the
 # IPv6 ECHONET Lite test makes a veth link in its network namespace.)
