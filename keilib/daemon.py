@@ -46,6 +46,7 @@ was queued for it.
 from __future__ import annotations
 
 import enum
+import importlib
 import importlib.machinery
 import logging
 import os
@@ -167,10 +168,8 @@ def load_config(path: str) -> Any:
     return module
 
 
-def validate(module: Any, source: str, load_packages: bool = False) -> List[WorkerSpec]:
-    """Check ``worker_def`` and every entry's arguments; raise ConfigError.
-    ``load_packages``: import each optional package a worker needs (--check)
-    rather than only finding it (a start: the worker imports it when used)."""
+def validate(module: Any, source: str) -> List[WorkerSpec]:
+    """Check ``worker_def`` and every entry's arguments; raise ConfigError."""
     if not hasattr(module, "worker_def"):
         raise ConfigError("%s: no 'worker_def' defined (a list of {'class': ..., 'args': {...}})" % source)
     worker_def = module.worker_def
@@ -202,7 +201,7 @@ def validate(module: Any, source: str, load_packages: bool = False) -> List[Work
         for name in args:
             if not isinstance(name, str):
                 raise ConfigError("%s: argument names must be strings, got %r" % (where, name))
-        check_requirements(cls, where, load_packages)
+        check_requirements(cls, where)
         accepted, required, accepts_any = constructor_parameters(cls)
         if not accepts_any:
             for name in args:
@@ -342,19 +341,13 @@ def wire(specs: List[WorkerSpec]) -> List[str]:
     return lines
 
 
-def check_requirements(cls: type, where: str, load: bool = False) -> None:
+def check_requirements(cls: type, where: str) -> None:
     """A worker needing an optional package says so in ``REQUIRES``: a list
     of ``(module, pip command, apt command)``; a missing one is a config
-    error naming both commands.  ``load``: import it (``--check``: a broken
-    install shows too); else only find it, and the worker imports it when it
-    needs it (requests, 16 MB, at the first upload)."""
+    error naming both commands (imported here only when configured)."""
     for module_name, pip_command, apt_command in getattr(cls, "REQUIRES", ()):
-        from importlib.util import find_spec      # only configs with optional packages
         try:
-            if load:
-                importlib.import_module(module_name)
-            elif find_spec(module_name) is None:
-                raise ImportError("No module named %r" % module_name)
+            importlib.import_module(module_name)
         except ImportError as exc:
             raise ConfigError("%s: needs the Python package for '%s', which is missing (%s). "
                               "Install it with:  %s   or, on Debian / Raspberry Pi OS:  %s"
@@ -656,10 +649,10 @@ def argparse_defaults() -> Any:
     return types.SimpleNamespace(config=None, check=False, demo=False)
 
 
-def prepare(module: Any, source: str, check: bool = False) -> tuple:
+def prepare(module: Any, source: str) -> tuple:
     """Validate, wire and build; raise ConfigError.  Returns (specs,
     instances, wiring description lines)."""
-    specs = validate(module, source, load_packages=check)
+    specs = validate(module, source)
     wiring = wire(specs)
     instances = build_all(specs, source)
     return specs, instances, wiring
@@ -733,10 +726,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.demo:
             from keilib import demo
-            specs, instances, wiring = prepare(demo.config(workdir, check=args.check), "demo", check=args.check)
+            specs, instances, wiring = prepare(demo.config(workdir, check=args.check), "demo")
         else:
-            specs, instances, wiring = prepare(load_config(config_path), os.path.basename(config_path),
-                                               check=args.check)
+            specs, instances, wiring = prepare(load_config(config_path), os.path.basename(config_path))
     except FileNotFoundError:
         sys.stderr.write(NO_CONFIG_HELP.format(path=config_path))
         return EXIT_CONFIG

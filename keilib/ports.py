@@ -47,6 +47,16 @@ def open_port(url: str, **settings: Any) -> Any:
     return serial.serial_for_url(url, **settings)
 
 
+def cancel_read(port: Any) -> None:
+    """End a read blocked on ``port`` now, where pyserial can (``cancel_read``:
+    local devices, ptys, ``sim://``); elsewhere a read ends at its timeout."""
+    if port is not None and hasattr(port, "cancel_read"):
+        try:
+            port.cancel_read()
+        except (serial.SerialException, OSError, ValueError):
+            pass            # closed meanwhile: the read has ended anyway
+
+
 def is_local_device(port: str) -> bool:
     """A path to a device node (not a ``scheme://`` URL)."""
     return "://" not in port

@@ -93,21 +93,16 @@ def ask_module(device: SkDevice, writer: TranscriptWriter) -> bool:
     except DeviceGone as exc:
         writer.comment("probe: %s" % exc)
         return False
+    registers = REGISTERS + (DUAL_REGISTERS if device.KIND.dual else [])
+    asks = [(device.command, command) for command in ("SKVER", "SKAPPVER", "SKINFO")] + \
+        [(device.read_register, register) for register in registers]
     try:
-        for command in ("SKVER", "SKAPPVER", "SKINFO"):
+        for ask, what in asks:
             try:
-                device.command(command)
+                ask(what)
             except (DeviceTimeout, DeviceGone):
                 raise
-            except DeviceError as exc:
-                writer.comment("probe: %s" % exc)
-        registers = REGISTERS + (DUAL_REGISTERS if device.KIND.dual else [])
-        for register in registers:
-            try:
-                device.read_register(register)
-            except (DeviceTimeout, DeviceGone):
-                raise
-            except DeviceError as exc:
+            except DeviceError as exc:          # a command this module lacks: noted, go on
                 writer.comment("probe: %s" % exc)
         return True
     except (DeviceTimeout, DeviceGone) as exc:

@@ -59,7 +59,7 @@ from keilib import validate
 from keilib.clock import Clock
 from keilib.errors import ConfigError, ProtocolError
 from keilib.logutil import LogLimiter
-from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, open_port, port_problem
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, cancel_read, open_port, port_problem
 from keilib.record import Record
 # The codec, re-exported: configs and tests written against keilib.serial keep working.
 from keilib.sensorline import ID_PATTERN, VALUE_LIMIT, LineSplitter, Reading, parse_line, show  # noqa: F401
@@ -415,12 +415,7 @@ class SerialReader(Worker):
     def _wake(self) -> None:
         """End a blocked read now (from the thread asking for a stop)."""
         with self._port_lock:
-            port = self._serial
-            if port is not None and hasattr(port, "cancel_read"):
-                try:
-                    port.cancel_read()
-                except (serial.SerialException, OSError, ValueError):
-                    pass
+            cancel_read(self._serial)
 
     def _close(self) -> None:
         with self._port_lock:       # not while _wake() uses it

@@ -49,7 +49,7 @@ from keilib.clock import SYSTEM_CLOCK, Clock
 from keilib.errors import DeviceError, DeviceGone, DeviceTimeout
 from keilib.frozen import Frozen
 from keilib.logutil import LogLimiter
-from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, is_local_device, open_port
+from keilib.ports import MAX_BAUD, MIN_BAUD, PORT_PATTERN, cancel_read, is_local_device, open_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:      # annotations only: keilib does not import typing at run time
@@ -478,12 +478,7 @@ class SkDevice:
         ``interrupt`` (a stop).  Needs pyserial's ``cancel_read`` (a local
         port, ``sim://``); on other ports a read ends within READ_TIMEOUT."""
         with self._port_lock:
-            port = self.serial
-            if port is not None and hasattr(port, "cancel_read"):
-                try:
-                    port.cancel_read()
-                except (serial.SerialException, OSError, ValueError):
-                    pass
+            cancel_read(self.serial)
 
     def _write(self, data: bytes, shown: str) -> None:
         if self.serial is None:

@@ -98,15 +98,20 @@ def stated_limit(body: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def safe_url(url: str) -> str:
-    """``url`` without user, password, query and fragment, for logs."""
-    parts = urllib.parse.urlsplit(url)
+def _host_and_port(parts: urllib.parse.SplitResult) -> str:
+    """The netloc of ``parts`` without user and password."""
     host = parts.hostname or ""
     if ":" in host:
         host = "[%s]" % host
     if parts.port:
         host += ":%d" % parts.port
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return host
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user, password, query and fragment, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, _host_and_port(parts), parts.path, "", ""))
 
 
 def describe(exc: Exception) -> str:
@@ -127,14 +132,10 @@ def http_target(url: str) -> Tuple[str, Dict[str, str]]:
     parts = urllib.parse.urlsplit(url)
     if parts.username is None:
         return url, {}
-    host = parts.hostname or ""
-    if ":" in host:
-        host = "[%s]" % host
-    if parts.port:
-        host += ":%d" % parts.port
     credentials = "%s:%s" % (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
     header = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, "")), {"Authorization": header}
+    return (urllib.parse.urlunsplit((parts.scheme, _host_and_port(parts), parts.path, parts.query, "")),
+            {"Authorization": header})
 
 
 def classify(status: int, body: str) -> str:

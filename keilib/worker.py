@@ -40,6 +40,7 @@ looking at its threads every few seconds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -146,6 +147,7 @@ def _signals_end(run: Any) -> Any:
     Only the outermost ``run()`` of the instance's class signals: an override
     that calls ``super().run()`` has not ended when the base's run returns.
     """
+    @functools.wraps(run)
     def run_then_signal(self: "Worker") -> None:
         try:
             run(self)
@@ -154,9 +156,6 @@ def _signals_end(run: Any) -> Any:
                 self.ending = True
                 if self.exit_event is not None:
                     self.exit_event.set()
-    run_then_signal.__name__ = run.__name__
-    run_then_signal.__qualname__ = run.__qualname__
-    run_then_signal.__doc__ = run.__doc__
     run_then_signal.signals_end = True       # type: ignore[attr-defined]
     return run_then_signal
 

@@ -132,16 +132,16 @@ def test_a_missing_optional_package_is_a_config_error_naming_the_commands(tmp_pa
     assert not (tmp_path / "kei.log").exists() or "started with" not in read_text(tmp_path / "kei.log")
 
 
-def test_check_imports_an_optional_package_so_a_broken_install_shows(tmp_path):
-    # Present but failing to import: a start only finds it (the worker would
-    # import it when used); --check imports it and says what is wrong.
+@pytest.mark.parametrize("check", [False, True])
+def test_an_optional_package_that_fails_to_import_is_a_config_error(tmp_path, check):
+    # Present but broken: the start and --check both import it and say what is wrong.
     (tmp_path / "kei_broken_package.py").write_text("raise ImportError('its C part is missing')\n")
     (tmp_path / "keiconf.py").write_text(textwrap.dedent("""
         from fixture_workers import NeedsBrokenPackage
         worker_def = [{'class': NeedsBrokenPackage, 'args': {}}]
     """))
     from support import subprocess_env
-    result = subprocess.run([PYTHON, str(REPO / "kei.py"), "--check"], cwd=tmp_path,
+    result = subprocess.run([PYTHON, str(REPO / "kei.py")] + (["--check"] if check else []), cwd=tmp_path,
                             env=subprocess_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "needs the Python package for 'kei_broken_package'" in result.stderr
