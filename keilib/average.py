@@ -61,7 +61,6 @@ class Aggregate(Record):
     """The mean of ``count`` readings of one (unit, sensor) in one window."""
 
     __slots__ = ("count", "minimum", "maximum", "window")
-    FIELDS = Record.FIELDS + __slots__
 
     def __init__(self, timestamp: datetime.datetime, unit: str, sensor: str, value: float,
                  data_id: str = AGGREGATE_DATA_ID, count: int = 1, minimum: float = 0.0,

@@ -27,13 +27,13 @@ class Frozen:
     """Base of an immutable value class (see the module docstring)."""
 
     __slots__ = ()
-    FIELDS: Tuple[str, ...] = ()       # the class's __slots__, in order
+    FIELDS: Tuple[str, ...] = ()       # the base classes' fields, then the class's __slots__
     DEFAULTS: Dict[str, Any] = {}      # immutable default values, by field
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__slots__" in cls.__dict__ and "FIELDS" not in cls.__dict__:
-            cls.FIELDS = tuple(cls.__slots__)
+            cls.FIELDS = cls.FIELDS + tuple(cls.__dict__["__slots__"])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         fields, name = self.FIELDS, type(self).__name__

@@ -65,7 +65,6 @@ class Record(Frozen):
     """
 
     __slots__ = ("timestamp", "unit", "sensor", "value", "data_id")
-    FIELDS = __slots__
 
     def __init__(self, timestamp: datetime.datetime, unit: str, sensor: str, value: float,
                  data_id: str = "x") -> None:

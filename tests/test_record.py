@@ -3,6 +3,7 @@ import datetime
 import pytest
 from hypothesis import given, strategies as st
 
+from keilib.frozen import Frozen
 from keilib.record import Record, format_value
 
 T = datetime.datetime(2019, 12, 1, 19, 12, 3)
@@ -70,3 +71,30 @@ def test_value_range_bounds_every_average():
         Record.from_legacy(["A", "S", "1.7e308"], T)            # keilog lists: the same bound
     with pytest.raises(ValueError):
         Record.parse_raw_line("2019/12/01 19:12:03,A,S,1e16,x")
+
+
+class Point(Frozen):
+    __slots__ = ("x", "y", "label")
+    DEFAULTS = {"label": ""}
+
+
+class Point3(Point):
+    __slots__ = ("z",)
+
+
+def test_frozen_value_classes_behave_as_frozen_dataclasses_did():
+    import pickle
+    assert Point3.FIELDS == ("x", "y", "label", "z")                 # the base's fields first
+    point = Point(1, y=2)
+    assert (point.x, point.y, point.label) == (1, 2, "")
+    assert point == Point(1, 2, "") and hash(point) == hash(Point(1, 2, ""))
+    assert point != Point3(1, 2, "", 0)                               # another class is never equal
+    assert point.replace(label="a") == Point(1, 2, "a") and point.label == ""
+    assert repr(point) == "Point(x=1, y=2, label='')"
+    assert pickle.loads(pickle.dumps(Point3(1, 2, "a", 3))) == Point3(1, 2, "a", 3)
+    with pytest.raises(AttributeError, match="immutable"):
+        point.x = 5
+    for args, kwargs, message in [((1,), {}, "needs a value for 'y'"), ((1, 2, "", 4), {}, "takes 3"),
+                                  ((1, 2), {"w": 0}, "no field 'w'"), ((1, 2), {"x": 0}, "two values")]:
+        with pytest.raises(TypeError, match=message):
+            Point(*args, **kwargs)
