@@ -62,7 +62,7 @@ from keilib import __version__
 from keilib.errors import ConfigError
 from keilib.health import Health, Registry
 from keilib.lock import LockHeld, WorkdirLock       # issue 17.7
-from keilib.logutil import install_redaction        # issue 17.5
+from keilib.logutil import DailyLogFile, install_redaction
 from keilib.worker import Backoff, Worker
 
 TYPE_CHECKING = False
@@ -413,9 +413,7 @@ def setup_logging(workdir: str, debug: bool, stream: bool = False,
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
         root.setLevel(logging.DEBUG if debug else logging.INFO)
     else:
-        from logging.handlers import TimedRotatingFileHandler   # not for --check, the demo or DEBUG
-        handler = TimedRotatingFileHandler(
-            os.path.join(workdir, "kei.log"), when="midnight", backupCount=3, encoding="utf-8")
+        handler = DailyLogFile(os.path.join(workdir, "kei.log"), keep=3)
         root.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     # -- issue 17.5: no URL query, user info or secret in any log line --

@@ -240,25 +240,26 @@ def test_backoff_doubles_to_sixty_seconds_and_resets_after_ten_minutes_of_runnin
 
 def test_log_file_rotates_at_midnight_and_keeps_three_days(tmp_path):
     import logging
-    import logging.handlers
+    import time
     from keilib.daemon import setup_logging
+    from keilib.logutil import DailyLogFile, next_midnight
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:
         handler = setup_logging(str(tmp_path), debug=False)
-        assert isinstance(handler, logging.handlers.TimedRotatingFileHandler)
-        assert handler.when == "MIDNIGHT" and handler.backupCount == 3
+        assert isinstance(handler, DailyLogFile) and handler.keep == 3
+        noon = next_midnight(time.time()) + 12 * 3600     # tomorrow (local time), give or take DST
+        days = []
         for day in range(5):
-            logging.getLogger("kei").info("day %d", day)
-            handler.doRollover()
-            # the rollover names files by date; make each one a different day
-            for path in tmp_path.glob("kei.log.*"):
-                if not path.name.startswith("kei.log.2000-"):
-                    path.rename(tmp_path / ("kei.log.2000-01-%02d" % (day + 1)))
-        handler.doRollover()                       # today's backup; only the newest 3 stay
+            when = noon + day * 86400
+            days.append(time.strftime("%Y-%m-%d", time.localtime(when)))
+            handler.handle(logging.makeLogRecord({"name": "kei", "msg": "day %d", "args": (day,),
+                                                  "levelno": logging.INFO, "levelname": "INFO",
+                                                  "created": when}))
         kept = sorted(p.name for p in tmp_path.glob("kei.log.*"))
-        assert len(kept) == 3 and kept[:2] == ["kei.log.2000-01-04", "kei.log.2000-01-05"], kept
-        assert read_text(tmp_path / "kei.log.2000-01-05").strip().endswith("day 4")
+        assert kept == ["kei.log." + day for day in days[1:4]], kept      # today's and day 0's are gone
+        assert read_text(tmp_path / ("kei.log." + days[3])).strip().endswith("day 3")
+        assert read_text(tmp_path / "kei.log").strip().endswith("day 4")
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)

@@ -282,3 +282,121 @@ def test_wisun_driver_limits_garbled_lines_at_debug(caplog, fake_clock):
         protocol_sim.forget("logutil-garbled")
     skipped = [r for r in caplog.records if r.getMessage().startswith("<< skipped")]
     assert len(skipped) == LogLimiter.BURST
+
+
+# -- DailyLogFile: kei.log renamed at local midnight, three kept -------------------
+
+@pytest.fixture
+def local_zone(monkeypatch):
+    """Set the local time zone (a POSIX TZ string: no tz database needed)."""
+    import time
+
+    def use(zone: str) -> None:
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+    yield use
+    monkeypatch.undo()
+    time.tzset()
+
+
+def local(*fields: int) -> float:
+    import time
+    year, month, day, hour, minute = (fields + (0, 0))[:5]
+    return time.mktime((year, month, day, hour, minute, 0, 0, 0, -1))
+
+
+def log_at(handler: logging.Handler, when: float, text: str) -> None:
+    handler.handle(logging.makeLogRecord({"name": "kei", "msg": text, "levelno": logging.INFO,
+                                          "levelname": "INFO", "created": when}))
+
+
+def open_log(path, last_written: float):
+    from keilib.logutil import DailyLogFile
+    path.write_text("")
+    os.utime(path, (last_written, last_written))
+    handler = DailyLogFile(str(path), keep=3)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def test_daily_log_file_rotates_at_the_first_record_from_midnight_on(tmp_path, local_zone):
+    local_zone("JST-9")
+    log = tmp_path / "kei.log"
+    handler = open_log(log, local(2026, 12, 1, 8))
+    try:
+        log_at(handler, local(2026, 12, 1, 9), "morning")
+        log_at(handler, local(2026, 12, 1, 23, 59) + 59.9, "last of the day")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["kei.log"]
+        log_at(handler, local(2026, 12, 2), "midnight")
+        log_at(handler, local(2026, 12, 2, 0, 1), "after")
+    finally:
+        handler.close()
+    assert read_text(tmp_path / "kei.log.2026-12-01") == "morning\nlast of the day\n"
+    assert read_text(log) == "midnight\nafter\n"
+
+
+def test_daily_log_file_keeps_the_newest_three_and_nothing_else_is_touched(tmp_path, local_zone):
+    local_zone("JST-9")
+    others = ["kei.log.old", "kei.log.2026-01-01.gz", "kei.log.2026-1-1", "other.log.2026-01-01"]
+    for name in others:
+        (tmp_path / name).write_text("keep me\n")
+    log = tmp_path / "kei.log"
+    handler = open_log(log, local(2026, 12, 1, 8))
+    try:
+        for day in range(1, 7):                          # Dec 1 .. Dec 6, one line at noon each
+            log_at(handler, local(2026, 12, day, 12), "day %d" % day)
+    finally:
+        handler.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(others + ["kei.log", "kei.log.2026-12-03", "kei.log.2026-12-04",
+                                     "kei.log.2026-12-05"]), names
+    assert read_text(tmp_path / "kei.log.2026-12-05") == "day 5\n"
+    assert read_text(log) == "day 6\n"
+
+
+def test_daily_log_file_left_by_the_last_run_is_named_by_its_own_day(tmp_path, local_zone):
+    local_zone("JST-9")
+    log = tmp_path / "kei.log"
+    log.write_text("written before the box was switched off\n")
+    os.utime(log, (local(2026, 11, 27, 22), local(2026, 11, 27, 22)))
+    from keilib.logutil import DailyLogFile
+    handler = DailyLogFile(str(log), keep=3)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        log_at(handler, local(2026, 12, 1, 7), "started again")
+    finally:
+        handler.close()
+    assert read_text(tmp_path / "kei.log.2026-11-27") == "written before the box was switched off\n"
+    assert read_text(log) == "started again\n"
+
+
+def test_daily_log_file_follows_local_midnight_across_a_dst_change(tmp_path, local_zone):
+    # Central Europe: 25 October 2026 has 25 hours; the log still turns at local midnight.
+    local_zone("CET-1CEST,M3.5.0,M10.5.0/3")
+    log = tmp_path / "kei.log"
+    handler = open_log(log, local(2026, 10, 25, 1))
+    try:
+        log_at(handler, local(2026, 10, 25, 23, 30), "late on the long day")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["kei.log"]
+        log_at(handler, local(2026, 10, 26, 0, 0), "next day")
+    finally:
+        handler.close()
+    assert read_text(tmp_path / "kei.log.2026-10-25") == "late on the long day\n"
+    assert read_text(log) == "next day\n"
+
+
+def test_daily_log_file_that_cannot_be_renamed_loses_no_line(tmp_path, local_zone, capsys):
+    local_zone("JST-9")
+    log = tmp_path / "kei.log"
+    handler = open_log(log, local(2026, 12, 1, 8))
+    (tmp_path / "kei.log.2026-12-01").mkdir()            # the backup's name is taken by a folder
+    (tmp_path / "kei.log.2026-12-01" / "x").write_text("")
+    try:
+        log_at(handler, local(2026, 12, 1, 9), "before")
+        log_at(handler, local(2026, 12, 2, 0, 5), "after midnight")
+        log_at(handler, local(2026, 12, 2, 0, 6), "tried again tomorrow, not now")
+    finally:
+        handler.close()
+    assert read_text(log) == "before\nafter midnight\ntried again tomorrow, not now\n"
+    errors = capsys.readouterr().err
+    assert errors.count("--- Logging error ---") == 1 and "kei.log.2026-12-01" in errors, errors
