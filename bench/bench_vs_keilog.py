@@ -1,7 +1,7 @@
 """kei against the original keilog, side by side: CPU per line, idle cost, memory, start-up.
 
     python3 bench/bench_vs_keilog.py [--paced-seconds 20] [--bursts 4] [--burst-lines 2500]
-                                     [--idle-seconds 60] [--starts 5] [--keilog PATH]
+                                     [--idle-seconds 60] [--starts 51] [--keilog PATH]
 
 Both daemons run as real processes (``kei.py`` of this repository and keilog's
 own ``kei.py``, loaded from ``../shared/reference/keilog``; never copied), each
@@ -12,7 +12,8 @@ RL7023 IPS and keilog's request list), written out here with only the port
 filled in.  Without keilog the kei column is printed alone.
 
 1. **Start to port open**: process start -> the serial port among the
-   process's open files (``/proc/<pid>/fd``), median of ``--starts`` starts.
+   process's open files (``/proc/<pid>/fd``), median of ``--starts`` starts
+   each, the daemons taking turns (a drift of the load weighs on both alike).
 2. **Serial, paced**: one writer per daemon sends the same lines on the same
    schedule to its own pty: every 5 ms the bytes a saturated 115200-baud 8N1
    line carries in that time (11,520 bytes/s; an FTDI at full rate hands over a
@@ -26,11 +27,12 @@ filled in.  Without keilog the kei column is printed alone.
    and the serial phases are over, ``--idle-seconds`` of polling (E7 every
    10 s, E0 every 300 s): CPU share of one core, and each thread's voluntary
    context switches (``/proc/<pid>/task/<tid>/status``), i.e. the times it
-   went to sleep and was woken, per minute.
+   went to sleep and was woken, per minute.  A window that would hold a
+   10-minute boundary (averages written, an upload) opens 90 s after it.
 5. **RSS** (``VmRSS``) of the serial and the B-route process at the end of
-   their runs; for B-route also a minute after the next 10-minute boundary,
-   once both uploaders have tried their first upload (what a box holds from
-   then on; ``--no-upload-wait`` skips this wait of up to 11 minutes).
+   their runs; for B-route also 90 s after a 10-minute boundary, once both
+   uploaders have tried an upload (what a box holds from then on;
+   ``--no-upload-wait`` skips this wait of up to 11.5 minutes).
 
 Both run as a deployed box runs them: from cached bytecode (a first start
 of each config, not measured, compiles it into a temporary
@@ -271,25 +273,33 @@ def wait_quiet(workdir: Path, expected: int, proc: subprocess.Popen, quiet: floa
 
 # -- phases ------------------------------------------------------------------------
 
-def start_to_port_open(daemon: Daemon, starts: int) -> float:
-    times = []
-    for _ in range(starts):
-        master, slave, path = make_pty()
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = daemon.start(Path(tmp), SERIAL_CONFIG % {"port": path})
-            started = time.monotonic()
-            try:
-                while not has_open(proc.pid, path):
-                    if proc.poll() is not None or time.monotonic() - started > 30:
-                        raise SystemExit("%s did not open its port: %s" % (
-                            daemon.name, (Path(tmp) / "stderr.txt").read_text(errors="replace")[-2000:]))
-                    time.sleep(0.0005)
-                times.append(time.monotonic() - started)
-            finally:
-                stop(proc, signal.SIGKILL)      # keilog's stop takes up to 3 s; not timed here
-                os.close(master)
-                os.close(slave)
-    return statistics.median(times)
+def start_to_port_open(daemons: List[Daemon], starts: int) -> Dict[str, float]:
+    """Median seconds from process start to the port among its open files;
+    the daemons take turns, so that a drift of the machine's load weighs on
+    each alike."""
+    times: Dict[str, List[float]] = {daemon.name: [] for daemon in daemons}
+    for round_ in range(starts):
+        for daemon in (daemons if round_ % 2 == 0 else daemons[::-1]):
+            times[daemon.name].append(time_one_start(daemon))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def time_one_start(daemon: Daemon) -> float:
+    master, slave, path = make_pty()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = daemon.start(Path(tmp), SERIAL_CONFIG % {"port": path})
+        started = time.monotonic()
+        try:
+            while not has_open(proc.pid, path):
+                if proc.poll() is not None or time.monotonic() - started > 30:
+                    raise SystemExit("%s did not open its port: %s" % (
+                        daemon.name, (Path(tmp) / "stderr.txt").read_text(errors="replace")[-2000:]))
+                time.sleep(0.0005)
+            return time.monotonic() - started
+        finally:
+            stop(proc, signal.SIGKILL)      # keilog's stop takes up to 3 s; not timed here
+            os.close(master)
+            os.close(slave)
 
 
 class SerialRun:
@@ -388,6 +398,13 @@ def bursts(runs: List[SerialRun], count: int, size: int) -> None:
         thread.join()
 
 
+UPLOAD_SETTLE = 90.0     # s after a 10-minute boundary: both recorders closed the window, uploads tried
+
+
+def next_boundary(now: float) -> float:
+    return (int(now) // 600 + 1) * 600.0
+
+
 class BrouteRun:
     """Both daemons on their own simulated meter; started first, as joining
     takes keilog about a minute with realistic delays (kei: 10 s), so that the
@@ -400,6 +417,7 @@ class BrouteRun:
         self.procs: Dict[str, subprocess.Popen] = {}
         self.workdirs: Dict[str, Path] = {}
         self.started = time.monotonic()
+        self.started_wall = time.time()
         env = dict(os.environ, PYTHONPATH=str(REPO))
         for daemon in daemons:
             sim = subprocess.Popen([sys.executable, "-m", "keilib.sim", "wisun", "--kind", "ips",
@@ -426,6 +444,13 @@ class BrouteRun:
                     d.name for d in self.daemons if d.name not in joined))
             time.sleep(0.1)
         time.sleep(2.0)           # the join's last exchanges are over
+        # The idle window must not hold a 10-minute window close: the recorders
+        # then write averages and the uploaders spool and POST, which is not idle.
+        boundary = next_boundary(time.time())
+        if time.time() + idle > boundary - 5.0:
+            print("waiting %.0f s: the idle window would hold a 10-minute window close (and an upload)"
+                  % (boundary + UPLOAD_SETTLE - time.time()), flush=True)
+            time.sleep(max(0.0, boundary + UPLOAD_SETTLE - time.time()))
         before = {name: (process_cpu(p.pid), thread_stats(p.pid), time.monotonic())
                   for name, p in self.procs.items()}
         time.sleep(idle)
@@ -444,13 +469,16 @@ class BrouteRun:
         return results
 
     def after_upload(self, results: Dict[str, Dict[str, object]]) -> None:
-        """RSS once both uploaders have tried their first upload: the
-        recorders hand a block over when a 10-minute window closes (kei after
-        its 30 s of grace for late readings); a minute later both have tried."""
-        boundary = (int(time.time()) // 600 + 1) * 600
-        print("waiting %.0f s for the 10-minute window to close (the first upload) ..."
-              % (boundary + 60 - time.time()), flush=True)
-        time.sleep(max(0.0, boundary - time.time()) + 60.0)
+        """RSS once both uploaders have tried an upload: the recorders hand a
+        block over when a 10-minute window closes (kei after its 30 s of grace
+        for late readings); a minute and a half later both have tried.  No wait
+        when that happened already (the idle window waited for it)."""
+        last = next_boundary(time.time()) - 600
+        if last + UPLOAD_SETTLE > time.time() or last < self.started_wall:
+            boundary = next_boundary(time.time())
+            print("waiting %.0f s for the 10-minute window to close (an upload) ..."
+                  % (boundary + UPLOAD_SETTLE - time.time()), flush=True)
+            time.sleep(max(0.0, boundary + UPLOAD_SETTLE - time.time()))
         for name, proc in self.procs.items():
             results.setdefault(name, {})["rss_uploaded"] = rss_mb(proc.pid)
 
@@ -477,11 +505,11 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=4, help="number of bursts (default 4)")
     parser.add_argument("--burst-lines", type=int, default=2500, help="lines per burst (default 2500)")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="B-route idle window (default 60 s)")
-    parser.add_argument("--starts", type=int, default=5, help="starts timed to port open (default 5)")
+    parser.add_argument("--starts", type=int, default=51, help="starts timed to port open, taking turns (default 51)")
     parser.add_argument("--latency", default="realistic", choices=("realistic", "zero"),
                         help="the simulated module's delays (default realistic)")
     parser.add_argument("--no-upload-wait", dest="upload_wait", action="store_false",
-                        help="skip waiting (up to 10 min) for the first upload to measure RSS after it")
+                        help="skip waiting (up to 11.5 min) for an upload to measure RSS after it")
     parser.add_argument("--keilog", default=str(DEFAULT_KEILOG), help="keilog's source directory")
     parser.add_argument("--only", choices=("start", "serial", "broute"), action="append",
                         help="run only these phases (repeatable)")
@@ -532,8 +560,8 @@ def main() -> int:
 def measure(args: argparse.Namespace, phases: set, daemons: List[Daemon], res: Dict[str, Dict[str, object]]) -> None:
     """The start-up and serial phases (while the B-route daemons join)."""
     if "start" in phases:
-        for daemon in daemons:
-            res[daemon.name]["start_s"] = start_to_port_open(daemon, args.starts)
+        for name, seconds in start_to_port_open(daemons, args.starts).items():
+            res[name]["start_s"] = seconds
     if "serial" in phases:
         with tempfile.TemporaryDirectory() as tmp:
             runs = [SerialRun(daemon, Path(tmp)) for daemon in daemons]
@@ -577,9 +605,9 @@ def report(args: argparse.Namespace, names: List[str], res: Dict[str, Dict[str, 
     rows.append(("B-route idle: uploader thread wake-ups per minute", "%.0f", wake("kei", 1), wake("keilog", 1)))
     rows.append(("B-route idle: main thread wake-ups per minute", "%.0f", wake("kei", 0), wake("keilog", 0)))
     rows.append(("RSS MB, serial config", "%.1f", get("kei", "serial_rss"), get("keilog", "serial_rss")))
-    rows.append(("RSS MB, B-route config, idle before the first upload", "%.1f", get("kei", "br_rss"),
+    rows.append(("RSS MB, B-route config, at the end of the idle window", "%.1f", get("kei", "br_rss"),
                  get("keilog", "br_rss")))
-    rows.append(("RSS MB, B-route config, after the first upload", "%.1f",
+    rows.append(("RSS MB, B-route config, after an upload", "%.1f",
                  get("kei", "br_rss_uploaded"), get("keilog", "br_rss_uploaded")))
     rows.append(("start to port open s (serial config, median of %d)" % args.starts, "%.3f",
                  get("kei", "start_s"), get("keilog", "start_s")))
