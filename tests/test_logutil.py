@@ -335,9 +335,10 @@ def log_at(handler: logging.Handler, when: float, text: str) -> None:
                                           "levelname": "INFO", "created": when}))
 
 
-def open_log(path, last_written: float):
+def open_log(path, last_written: float, content: str = ""):
+    """A DailyLogFile on ``path``, which holds ``content`` last written at ``last_written``."""
     from keilib.logutil import DailyLogFile
-    path.write_text("")
+    path.write_text(content)
     os.utime(path, (last_written, last_written))
     handler = DailyLogFile(str(path), keep=3)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -382,11 +383,7 @@ def test_daily_log_file_keeps_the_newest_three_and_nothing_else_is_touched(tmp_p
 def test_daily_log_file_left_by_the_last_run_is_named_by_its_own_day(tmp_path, local_zone):
     local_zone("JST-9")
     log = tmp_path / "kei.log"
-    log.write_text("written before the box was switched off\n")
-    os.utime(log, (local(2026, 11, 27, 22), local(2026, 11, 27, 22)))
-    from keilib.logutil import DailyLogFile
-    handler = DailyLogFile(str(log), keep=3)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = open_log(log, local(2026, 11, 27, 22), "written before the box was switched off\n")
     try:
         log_at(handler, local(2026, 12, 1, 7), "started again")
     finally:
