@@ -496,7 +496,7 @@ class Supervised:
         """Notice a dead instance, and restart after the backoff delay."""
         if self.state == WorkerState.RUNNING and getattr(self.instance, "ending", False):
             # It signalled its end from its own thread, which is finishing now:
-            # wait for that rather than for the next liveness look.
+            # wait for that, or this pass would find it alive and sleep on.
             self.instance.join(1.0)
         if self.state == WorkerState.RUNNING and self.instance is not None and not self.instance.is_alive():
             ran = now - self.started_at
@@ -779,7 +779,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def log_thread_death(hook: Any) -> None:
     """``threading.excepthook``: a keilog-style worker that overrides ``run()``
     bypasses Worker.run's handler; its traceback goes to kei.log, not stderr,
-    and the launcher is woken to restart it at once."""
+    and becomes the worker's failure.  (Its run wrapper has already woken the
+    launcher, which joins the thread, so it sees the failure.)"""
     if hook.exc_type is SystemExit:
         return
     thread = hook.thread
@@ -789,9 +790,6 @@ def log_thread_death(hook: Any) -> None:
     if isinstance(thread, Worker):
         if thread.failure is None and isinstance(hook.exc_value, BaseException):
             thread.failure = hook.exc_value
-        thread.ending = True
-        if thread.exit_event is not None:
-            thread.exit_event.set()
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ if TYPE_CHECKING:      # annotations only: keilib does not import typing at run 
     from typing import List, Optional, Tuple, Union
 
 # The patterns are compiled when first used, not at import: compiling them
-# took 2 ms of this machine's start-up (20 ms on a Pi Zero) before a serial
-# box opened its port.  The field-by-field ones go through re's own cache:
+# took 1.7 ms of this machine's start-up (a Pi Zero's CPU is about ten times
+# slower) before a serial box opened its port.  The field-by-field ones go through re's own cache:
 # they only run for invalid lines.
 ID_PATTERN = r"[A-Za-z0-9_-]+\Z"
 # A plain decimal number; float() alone would also take "nan", "1_0", "infinity".

@@ -6,7 +6,7 @@ The daemon (``StatusFile``, driven by its main loop) rewrites
 changes (a state change wakes the main loop), and removes it
 at a clean stop.  It holds, per configured worker: its state (RUNNING,
 BACKOFF, ...), restarts, last error, whether it is wedged (the watchdog's
-rule, ``keilib.sdnotify``), and its health (``keilib.health``: counters,
+rule, ``keilib.worker.wedged_workers``), and its health (``keilib.health``: counters,
 gauges, stamps, states such as the B-route link, last readings).  No
 secret is in it: health never holds one.
 

@@ -46,13 +46,12 @@ fi
 # write __pycache__ there, and would then compile every module at every start
 # (slower, and more memory).  After a git pull, run this script again.
 owner=$(stat -c %U "$code_dir")
+as_owner=""
 if [ "$owner" != "$(id -un)" ] && command -v runuser >/dev/null 2>&1; then
-    runuser -u "$owner" -- /usr/bin/python3 -m compileall -q "$code_dir/keilib" >/dev/null ||
-        say "could not byte-compile $code_dir/keilib as $owner (kei still runs, compiling at each start)"
-else
-    /usr/bin/python3 -m compileall -q "$code_dir/keilib" >/dev/null ||
-        say "could not byte-compile $code_dir/keilib (kei still runs, compiling at each start)"
+    as_owner="runuser -u $owner --"
 fi
+$as_owner /usr/bin/python3 -m compileall -q "$code_dir/keilib" >/dev/null ||
+    say "could not byte-compile $code_dir/keilib as $owner (kei still runs, compiling at each start)"
 
 # 2. The user, allowed to open serial ports.
 if ! id "$user" >/dev/null 2>&1; then
